@@ -1,0 +1,5 @@
+//! recjoin's built-in broker: a durable, segmented partition log that later layers serve over the
+//! Apache Kafka wire protocol.
+#![warn(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod log;

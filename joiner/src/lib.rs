@@ -1,0 +1,1 @@
+//! recjoin's joiner: the event-time feature/action join and the `recjoin` command.
