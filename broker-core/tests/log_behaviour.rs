@@ -1,0 +1,305 @@
+//! Named behaviours of the partition log and the topic registry: retention, rolls, group commit,
+//! the high watermark, index rebuilds, flush policies and topic administration.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use broker_core::log::{Durability, LogConfig, LogError, LogManager, PartitionLog, StorageError};
+use common::{make_batch, read_all};
+use kafka_protocol::records::Compression;
+
+fn append(log: &PartitionLog, tag: u64, ts: &[i64], now: i64) -> i64 {
+    let mut b = make_batch(tag, ts, 100, Compression::None);
+    let info = log.append(&mut b, now).unwrap();
+    log.sync_to(info.last_offset + 1).unwrap();
+    info.base_offset
+}
+
+fn small(durability: Durability) -> LogConfig {
+    LogConfig {
+        segment_bytes: 1_000_000,
+        durability,
+        ..LogConfig::default()
+    }
+}
+
+#[test]
+fn time_retention_deletes_whole_expired_segments_and_persists_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        retention_ms: Some(5_000),
+        ..small(Durability::Fsync)
+    };
+    let log = PartitionLog::open(dir.path(), config.clone(), 0).unwrap();
+    append(&log, 1, &[1_000, 900], 0);
+    log.roll(0).unwrap();
+    let second = append(&log, 2, &[5_000], 0);
+    log.roll(0).unwrap();
+    append(&log, 3, &[9_000], 0);
+    assert_eq!(log.segment_count(), 3);
+
+    // At 6001 the first segment's newest record (1000) is older than 5000 ms; the second is not.
+    assert_eq!(log.apply_retention(6_000).unwrap().segments, 0);
+    assert_eq!(log.apply_retention(6_001).unwrap().segments, 1);
+    assert_eq!(log.log_start_offset(), second);
+    assert!(!dir.path().join(format!("{:020}.log", 0)).exists());
+    assert!(matches!(
+        log.read(0, 1 << 20),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
+    drop(log);
+    let log = PartitionLog::open(dir.path(), config, 0).unwrap();
+    assert_eq!(log.log_start_offset(), second);
+    assert_eq!(read_all(&log, second, 1 << 20).len(), 2);
+}
+
+#[test]
+fn expired_active_segment_is_rolled_and_deleted_and_appends_continue() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        retention_ms: Some(1_000),
+        ..small(Durability::Os)
+    };
+    let log = PartitionLog::open(dir.path(), config, 0).unwrap();
+    append(&log, 1, &[10, 20, 30], 0);
+    assert_eq!(log.apply_retention(5_000).unwrap().segments, 1);
+    assert_eq!(log.log_start_offset(), 3);
+    assert_eq!(log.log_end_offset(), 3);
+    assert_eq!(append(&log, 2, &[5_000], 5_000), 3);
+    assert_eq!(read_all(&log, 3, 1 << 20).len(), 1);
+}
+
+#[test]
+fn size_retention_keeps_the_log_at_or_above_its_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        segment_bytes: 1_000,
+        retention_ms: None,
+        retention_bytes: Some(2_500),
+        ..small(Durability::Os)
+    };
+    let log = PartitionLog::open(dir.path(), config, 0).unwrap();
+    for tag in 0..20 {
+        append(&log, tag, &[1], 0);
+    }
+    let before = log.size_bytes();
+    let deleted = log.apply_retention(0).unwrap();
+    assert!(deleted.segments > 0);
+    assert_eq!(log.size_bytes(), before - deleted.bytes);
+    assert!(log.size_bytes() >= 2_500, "never below the limit");
+    assert!(log.size_bytes() < 2_500 + 1_000, "within one segment of it");
+}
+
+#[test]
+fn rolls_by_size_and_by_age() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        segment_bytes: 600,
+        segment_ms: Some(1_000),
+        ..small(Durability::Os)
+    };
+    let log = PartitionLog::open(dir.path(), config, 0).unwrap();
+    append(&log, 1, &[1], 0);
+    append(&log, 2, &[1], 10);
+    assert_eq!(log.segment_count(), 1, "two 170-byte batches fit in 600");
+    for tag in 3..6 {
+        append(&log, tag, &[1], 20);
+    }
+    assert_eq!(log.segment_count(), 2, "size roll");
+    append(&log, 9, &[1], 2_000);
+    assert_eq!(log.segment_count(), 3, "age roll");
+    assert_eq!(read_all(&log, 0, 1 << 20).len(), 6);
+}
+
+#[test]
+fn fsync_durability_hides_unsynced_records_and_wakes_subscribers() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        flush_ms: None,
+        ..small(Durability::Fsync)
+    };
+    let log = PartitionLog::open(dir.path(), config, 0).unwrap();
+    let mut rx = log.subscribe();
+    let mut b = make_batch(1, &[1, 2], 10, Compression::None);
+    let info = log.append(&mut b, 0).unwrap();
+    assert_eq!(log.high_watermark(), 0);
+    assert!(
+        log.read(0, 1 << 20).unwrap().slice.is_none(),
+        "unsynced data is not served"
+    );
+    assert!(!rx.has_changed().unwrap());
+    log.sync_to(info.last_offset + 1).unwrap();
+    assert!(rx.has_changed().unwrap());
+    assert_eq!(*rx.borrow_and_update(), 2);
+    assert_eq!(read_all(&log, 0, 1 << 20).len(), 2);
+}
+
+#[test]
+fn os_durability_serves_at_once_and_background_flush_syncs() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        flush_ms: Some(100),
+        ..small(Durability::Os)
+    };
+    let log = PartitionLog::open(dir.path(), config, 0).unwrap();
+    let mut b = make_batch(1, &[1], 10, Compression::None);
+    log.append(&mut b, 0).unwrap();
+    assert_eq!(log.high_watermark(), 1);
+    assert_eq!(log.fsync_count(), 0);
+    log.flush_if_due(50).unwrap();
+    assert_eq!(log.fsync_count(), 0, "not due yet");
+    log.flush_if_due(100).unwrap();
+    assert_eq!(log.fsync_count(), 1);
+    log.flush_if_due(300).unwrap();
+    assert_eq!(log.fsync_count(), 1, "nothing dirty");
+}
+
+#[test]
+fn flush_messages_forces_an_fsync_every_n_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        flush_messages: Some(3),
+        flush_ms: None,
+        ..small(Durability::Os)
+    };
+    let log = PartitionLog::open(dir.path(), config, 0).unwrap();
+    for tag in 0..7 {
+        let mut b = make_batch(tag, &[1], 10, Compression::None);
+        log.append(&mut b, 0).unwrap();
+    }
+    assert_eq!(log.fsync_count(), 2);
+}
+
+#[test]
+fn concurrent_appenders_share_fsyncs() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(PartitionLog::open(dir.path(), small(Durability::Fsync), 0).unwrap());
+    let threads: Vec<_> = (0..16)
+        .map(|t| {
+            let log = Arc::clone(&log);
+            std::thread::spawn(move || {
+                for i in 0..25 {
+                    append(&log, t * 100 + i, &[1], 0);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(log.high_watermark(), 400);
+    assert!(
+        log.fsync_count() < 400,
+        "group commit shared no fsync: {}",
+        log.fsync_count()
+    );
+    assert_eq!(read_all(&log, 0, 1 << 20).len(), 400);
+}
+
+#[test]
+fn damaged_or_missing_indexes_are_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        segment_bytes: 3_000,
+        index_interval_bytes: 200,
+        ..small(Durability::Os)
+    };
+    let log = PartitionLog::open(dir.path(), config.clone(), 0).unwrap();
+    for tag in 0..40 {
+        append(&log, tag, &[i64::try_from(tag).unwrap() * 10], 0);
+    }
+    let expected = read_all(&log, 0, 500);
+    log.close().unwrap();
+    drop(log);
+    let mut files: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    for (i, f) in files.iter().enumerate() {
+        match f.extension().and_then(|e| e.to_str()) {
+            Some("index") if i % 2 == 0 => std::fs::remove_file(f).unwrap(),
+            Some("index") => std::fs::write(f, b"garbage-not-8-aligned").unwrap(),
+            Some("timeindex") => std::fs::write(f, [0xff; 24]).unwrap(),
+            _ => {}
+        }
+    }
+    let log = PartitionLog::open(dir.path(), config, 0).unwrap();
+    assert_eq!(read_all(&log, 0, 500), expected);
+    assert_eq!(log.offset_for_timestamp(205).unwrap(), Some((21, 210)));
+}
+
+#[test]
+fn invalid_batches_are_refused_and_nothing_is_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = PartitionLog::open(dir.path(), small(Durability::Os), 0).unwrap();
+    let mut good = make_batch(1, &[1], 10, Compression::None);
+    let mut bad = good.clone();
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    good.extend_from_slice(&bad);
+    assert!(matches!(
+        log.append(&mut good, 0),
+        Err(LogError::InvalidBatch(_))
+    ));
+    assert_eq!(log.log_end_offset(), 0);
+    assert!(matches!(
+        log.append(&mut [0u8; 10], 0),
+        Err(LogError::InvalidBatch(_))
+    ));
+}
+
+#[test]
+fn registry_creates_deletes_and_grows_topics_durably() {
+    let dir = tempfile::tempdir().unwrap();
+    let manager = LogManager::open(dir.path(), LogConfig::default()).unwrap();
+    let mut overrides = BTreeMap::new();
+    overrides.insert("retention.ms".to_owned(), "60000".to_owned());
+    let t = manager
+        .create_topic("features", 3, overrides.clone())
+        .unwrap();
+    assert_eq!(t.config.retention_ms, Some(60_000));
+    assert!(matches!(
+        manager.create_topic("features", 3, BTreeMap::new()),
+        Err(StorageError::TopicExists(_))
+    ));
+    assert!(matches!(
+        manager.create_topic("bad name", 1, BTreeMap::new()),
+        Err(StorageError::InvalidTopicName { .. })
+    ));
+    assert!(matches!(
+        manager.create_topic("x", 0, BTreeMap::new()),
+        Err(StorageError::InvalidPartitions { .. })
+    ));
+    let mut unknown = BTreeMap::new();
+    unknown.insert("no.such.key".to_owned(), "1".to_owned());
+    assert!(matches!(
+        manager.create_topic("y", 1, unknown),
+        Err(StorageError::InvalidConfig(_))
+    ));
+    let p2 = manager.partition("features", 2).unwrap();
+    append(&p2, 1, &[1, 2, 3], 0);
+    manager.create_partitions("features", 5).unwrap();
+    assert!(manager.create_partitions("features", 4).is_err());
+    manager.create_topic("gone", 2, BTreeMap::new()).unwrap();
+    manager.delete_topic("gone").unwrap();
+    assert!(manager.partition("gone", 0).is_none());
+    manager.close().unwrap();
+    drop(manager);
+
+    let manager = LogManager::open(dir.path(), LogConfig::default()).unwrap();
+    let t = manager.topic("features").unwrap();
+    assert_eq!(t.meta.partitions, 5);
+    assert_eq!(t.meta.config, overrides);
+    assert_eq!(
+        manager.partition("features", 2).unwrap().log_end_offset(),
+        3
+    );
+    assert!(manager.topic("gone").is_none());
+    assert!(!dir.path().join("gone-0").exists());
+    // The name can be used again, with fresh, empty logs.
+    manager.create_topic("gone", 1, BTreeMap::new()).unwrap();
+    assert_eq!(manager.partition("gone", 0).unwrap().log_end_offset(), 0);
+}
