@@ -150,6 +150,13 @@ impl<E: IndexEntry> SparseIndex<E> {
         i.checked_sub(1).map(|i| self.entries[i])
     }
 
+    /// The last entry for which `pred` holds, where `pred` holds for a prefix of the entries (as
+    /// "position at most P" does for the offset index, whose positions grow with its keys).
+    pub fn last_where(&self, pred: impl Fn(&E) -> bool) -> Option<E> {
+        let i = self.entries.partition_point(pred);
+        i.checked_sub(1).map(|i| self.entries[i])
+    }
+
     /// The newest entry.
     pub fn last(&self) -> Option<E> {
         self.entries.last().copied()
@@ -165,8 +172,8 @@ impl<E: IndexEntry> SparseIndex<E> {
         self.entries.is_empty()
     }
 
-    /// Writes entries not yet on disk, rewriting the file if it holds entries dropped since, and
-    /// optionally fsyncs it.
+    /// Writes the entries not yet on disk (all of them, replacing the file, for a fresh or rebuilt
+    /// index) and optionally fsyncs the file.
     pub fn persist(&mut self, sync: bool) -> io::Result<()> {
         let mut buf = Vec::with_capacity((self.entries.len() - self.persisted) * E::SIZE);
         let mut file = if self.persisted == 0 {

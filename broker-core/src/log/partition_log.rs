@@ -89,7 +89,10 @@ struct LogPoint {
 
 #[derive(Debug)]
 struct LogState {
-    segments: VecDeque<Segment>,
+    /// Rolled segments, oldest first.
+    sealed: VecDeque<Segment>,
+    /// The segment appends go to.
+    active: Segment,
     log_start: i64,
     /// Everything below this point has been fsynced.
     durable: LogPoint,
@@ -101,20 +104,13 @@ struct LogState {
 }
 
 impl LogState {
-    fn active(&self) -> &Segment {
-        self.segments
-            .back()
-            .expect("a log always has an active segment")
-    }
-
-    fn active_mut(&mut self) -> &mut Segment {
-        self.segments
-            .back_mut()
-            .expect("a log always has an active segment")
+    /// Every segment, oldest first.
+    fn segments(&self) -> impl Iterator<Item = &Segment> {
+        self.sealed.iter().chain(std::iter::once(&self.active))
     }
 
     fn end(&self) -> LogPoint {
-        let a = self.active();
+        let a = &self.active;
         LogPoint {
             offset: a.next_offset(),
             segment_base: a.base_offset(),
@@ -122,11 +118,15 @@ impl LogState {
         }
     }
 
-    /// Index of the segment holding `offset` (the last one whose base is at most it).
-    fn segment_for(&self, offset: i64) -> usize {
-        self.segments
-            .partition_point(|s| s.base_offset() <= offset)
-            .saturating_sub(1)
+    /// The segment holding `offset` (the last one whose base is at most it).
+    fn segment_for(&self, offset: i64) -> &Segment {
+        if offset >= self.active.base_offset() {
+            return &self.active;
+        }
+        let i = self.sealed.partition_point(|s| s.base_offset() <= offset);
+        i.checked_sub(1)
+            .and_then(|i| self.sealed.get(i))
+            .unwrap_or(&self.active)
     }
 
     /// How far a reader may go in `seg`: to its end if wholly visible, else to the visible point.
@@ -220,17 +220,16 @@ impl PartitionLog {
             }
             segments.push_back(seg);
         }
-        if segments.is_empty() {
-            let seg = Segment::create(dir, persisted_start, interval, now_ms)
-                .map_err(LogError::io("create segment", dir))?;
-            segments.push_back(seg);
-        }
-        let first_base = segments.front().map_or(0, Segment::base_offset);
+        let active = match segments.pop_back() {
+            Some(seg) => seg,
+            None => Segment::create(dir, persisted_start, interval, now_ms)
+                .map_err(LogError::io("create segment", dir))?,
+        };
+        let first_base = segments.front().unwrap_or(&active).base_offset();
         let log_start = persisted_start.max(first_base);
 
         // Whatever survived recovery is what the disk holds: make sure of it, then record that the
         // log is open, so that a crash from here on is recovered.
-        let active = segments.back().expect("just ensured");
         active
             .sync()
             .map_err(LogError::io("fsync segment", active.path()))?;
@@ -250,7 +249,8 @@ impl PartitionLog {
             dir: dir.to_path_buf(),
             config,
             state: RwLock::new(LogState {
-                segments,
+                sealed: segments,
+                active,
                 log_start,
                 durable: end,
                 visible: end,
@@ -290,7 +290,7 @@ impl PartitionLog {
             pos += h.total_len();
         }
         let last_offset = next - 1;
-        let active = state.active();
+        let active = &state.active;
         let roll = retention::should_roll(
             active.size(),
             records.len() as u64,
@@ -301,7 +301,7 @@ impl PartitionLog {
         if roll {
             self.roll_locked(&mut state, now_ms)?;
         }
-        if let Err(e) = state.active_mut().append(records, &headers) {
+        if let Err(e) = state.active.append(records, &headers) {
             return Err(self.poison("append to segment", e));
         }
         state.unflushed_records += record_count;
@@ -360,8 +360,8 @@ impl PartitionLog {
             let s = self.state.read();
             (
                 s.end(),
-                Arc::clone(s.active().file()),
-                s.active().path().to_path_buf(),
+                Arc::clone(s.active.file()),
+                s.active.path().to_path_buf(),
             )
         };
         if let Err(e) = file.sync_data() {
@@ -405,7 +405,7 @@ impl PartitionLog {
     pub fn roll(&self, now_ms: i64) -> Result<(), LogError> {
         let mut state = self.state.write();
         self.check_writable()?;
-        if !state.active().is_empty() {
+        if !state.active.is_empty() {
             self.roll_locked(&mut state, now_ms)?;
         }
         Ok(())
@@ -413,7 +413,7 @@ impl PartitionLog {
 
     fn roll_locked(&self, state: &mut LogState, now_ms: i64) -> Result<(), LogError> {
         let end = state.end();
-        let active = state.active_mut();
+        let active = &mut state.active;
         if let Err(e) = active.sync().and_then(|()| active.persist_indexes(true)) {
             return Err(self.poison("roll segment", e));
         }
@@ -427,11 +427,9 @@ impl PartitionLog {
             Ok(seg) => seg,
             Err(e) => return Err(self.poison("create segment", e)),
         };
-        state.segments.push_back(seg);
-        fsync_dir(&self.dir).map_err(|e| {
-            self.poisoned.store(true, Ordering::Release);
-            e
-        })
+        let sealed = std::mem::replace(&mut state.active, seg);
+        state.sealed.push_back(sealed);
+        fsync_dir(&self.dir).inspect_err(|_| self.poisoned.store(true, Ordering::Release))
     }
 
     /// Reads whole batches starting with the one that contains `offset`, up to `max_bytes` (but
@@ -454,7 +452,7 @@ impl PartitionLog {
         if offset >= s.visible.offset {
             return Ok(out);
         }
-        let seg = &s.segments[s.segment_for(offset)];
+        let seg = s.segment_for(offset);
         let limit = s.visible_limit(seg);
         let io_err = LogError::io("read segment", seg.path());
         if let Some((pos, _)) = seg.find(offset, limit).map_err(io_err)? {
@@ -474,7 +472,7 @@ impl PartitionLog {
     /// `(offset, timestamp)`; `None` when no visible record is that new.
     pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>, LogError> {
         let s = self.state.read();
-        for seg in &s.segments {
+        for seg in s.segments() {
             let limit = s.visible_limit(seg);
             if limit == 0 || seg.max_timestamp() < timestamp {
                 continue;
@@ -507,20 +505,21 @@ impl PartitionLog {
         };
         if !self.closed.load(Ordering::Acquire)
             && !self.poisoned.load(Ordering::Acquire)
-            && !state.active().is_empty()
-            && state.segments.iter().all(expired)
+            && !state.active.is_empty()
+            && state.segments().all(expired)
         {
             self.roll_locked(&mut state, now_ms)?;
         }
-        let mut total: u64 = state.segments.iter().map(Segment::size).sum();
+        let mut total: u64 = state.segments().map(Segment::size).sum();
         let mut doomed = Vec::new();
-        while state.segments.len() > 1 {
-            let oldest = &state.segments[0];
+        while let Some(oldest) = state.sealed.front() {
             let over = retention::is_over_size(total, oldest.size(), self.config.retention_bytes);
             if !(expired(oldest) || over) {
                 break;
             }
-            let seg = state.segments.pop_front().expect("len > 1");
+            let Some(seg) = state.sealed.pop_front() else {
+                break;
+            };
             total -= seg.size();
             outcome.segments += 1;
             outcome.bytes += seg.size();
@@ -529,7 +528,7 @@ impl PartitionLog {
         if doomed.is_empty() {
             return Ok(outcome);
         }
-        let new_start = state.segments[0].base_offset();
+        let new_start = state.sealed.front().unwrap_or(&state.active).base_offset();
         state.log_start = state.log_start.max(new_start);
         // Persist the new start before deleting, so a crash in between finishes the deletion.
         write_offset_file(&self.dir, LOG_START_FILE, state.log_start)?;
@@ -563,7 +562,7 @@ impl PartitionLog {
         self.flush()?;
         let mut s = self.state.write();
         let end = s.end().offset;
-        let active = s.active_mut();
+        let active = &mut s.active;
         active
             .persist_indexes(true)
             .map_err(LogError::io("persist indexes", active.path()))?;
@@ -598,12 +597,12 @@ impl PartitionLog {
 
     /// Total bytes in all segments.
     pub fn size_bytes(&self) -> u64 {
-        self.state.read().segments.iter().map(Segment::size).sum()
+        self.state.read().segments().map(Segment::size).sum()
     }
 
     /// Number of segments.
     pub fn segment_count(&self) -> usize {
-        self.state.read().segments.len()
+        self.state.read().sealed.len() + 1
     }
 
     /// Headers of all stored batches from `offset` on, for rebuilding state derived from the log
@@ -611,11 +610,7 @@ impl PartitionLog {
     pub fn batch_headers_from(&self, offset: i64) -> Result<Vec<BatchHeader>, LogError> {
         let s = self.state.read();
         let mut out = Vec::new();
-        for seg in s
-            .segments
-            .iter()
-            .skip(s.segment_for(offset.max(s.log_start)))
-        {
+        for seg in s.segments().filter(|seg| seg.next_offset() > offset) {
             let mut pos = match seg
                 .find(offset, seg.size())
                 .map_err(LogError::io("read segment", seg.path()))?

@@ -311,17 +311,24 @@ impl Segment {
 
     /// The byte position where whole batches starting at `start` stop fitting in `max_bytes`
     /// (at least one batch is always included), not going past `limit`.
+    ///
+    /// The offset index's positions grow with its offsets, so it jumps to the last indexed batch
+    /// boundary within reach; only the few batches after that are read header by header.
     pub fn batch_end_within(&self, start: u64, max_bytes: u64, limit: u64) -> io::Result<u64> {
         if limit.saturating_sub(start) <= max_bytes {
             return Ok(limit);
         }
-        let mut end = start;
+        let reach = start + max_bytes;
+        let mut end = self
+            .offset_index
+            .last_where(|e| u64::from(e.position) <= reach)
+            .map_or(start, |e| u64::from(e.position).max(start));
         while end < limit {
             let Some(h) = self.read_header_at(end)? else {
                 break;
             };
             let next = end + h.total_len() as u64;
-            if next > limit || (next - start > max_bytes && end > start) {
+            if next > limit || (next > reach && end > start) {
                 break;
             }
             end = next;
