@@ -75,9 +75,9 @@ fn timed_appends(iters: u64, threads: u64, durability: Durability, sync: bool) -
         for _ in 0..threads {
             let log = Arc::clone(&log);
             s.spawn(move || {
-                let mut batch = batch_16k();
+                let batch = batch_16k();
                 for _ in 0..per_thread {
-                    let info = log.append(&mut batch, 0).expect("append");
+                    let info = log.append(&batch, 0).expect("append");
                     if sync {
                         log.sync_to(info.last_offset + 1).expect("sync");
                     }
@@ -141,10 +141,10 @@ fn reads(c: &mut Criterion) {
     // folios for larger writes, which makes the second faster to read on recent kernels; the first
     // is the ceiling for the same bytes written the same way.
     let (_dir, log) = fresh_log(Durability::Os);
-    let mut batch = batch_16k();
+    let batch = batch_16k();
     let batch_len = batch.len();
     while log.size_bytes() < READ_BYTES {
-        log.append(&mut batch, 0).expect("append");
+        log.append(&batch, 0).expect("append");
     }
     log.flush().expect("flush");
     let segment = log.read(0, 1).expect("read").slice.expect("data").file;

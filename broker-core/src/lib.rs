@@ -2,4 +2,6 @@
 //! Apache Kafka wire protocol.
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod alloc;
+pub mod group;
 pub mod log;

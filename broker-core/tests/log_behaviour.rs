@@ -7,12 +7,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use broker_core::log::{Durability, LogConfig, LogError, LogManager, PartitionLog, StorageError};
-use common::{make_batch, read_all};
+use common::{make_batch, make_producer_batch, read_all};
 use kafka_protocol::records::Compression;
 
 fn append(log: &PartitionLog, tag: u64, ts: &[i64], now: i64) -> i64 {
-    let mut b = make_batch(tag, ts, 100, Compression::None);
-    let info = log.append(&mut b, now).unwrap();
+    let b = make_batch(tag, ts, 100, Compression::None);
+    let info = log.append(&b, now).unwrap();
     log.sync_to(info.last_offset + 1).unwrap();
     info.base_offset
 }
@@ -122,8 +122,8 @@ fn fsync_durability_hides_unsynced_records_and_wakes_subscribers() {
     };
     let log = PartitionLog::open(dir.path(), config, 0).unwrap();
     let mut rx = log.subscribe();
-    let mut b = make_batch(1, &[1, 2], 10, Compression::None);
-    let info = log.append(&mut b, 0).unwrap();
+    let b = make_batch(1, &[1, 2], 10, Compression::None);
+    let info = log.append(&b, 0).unwrap();
     assert_eq!(log.high_watermark(), 0);
     assert!(
         log.read(0, 1 << 20).unwrap().slice.is_none(),
@@ -144,8 +144,8 @@ fn os_durability_serves_at_once_and_background_flush_syncs() {
         ..small(Durability::Os)
     };
     let log = PartitionLog::open(dir.path(), config, 0).unwrap();
-    let mut b = make_batch(1, &[1], 10, Compression::None);
-    log.append(&mut b, 0).unwrap();
+    let b = make_batch(1, &[1], 10, Compression::None);
+    log.append(&b, 0).unwrap();
     assert_eq!(log.high_watermark(), 1);
     assert_eq!(log.fsync_count(), 0);
     log.flush_if_due(50).unwrap();
@@ -166,8 +166,8 @@ fn flush_messages_forces_an_fsync_every_n_records() {
     };
     let log = PartitionLog::open(dir.path(), config, 0).unwrap();
     for tag in 0..7 {
-        let mut b = make_batch(tag, &[1], 10, Compression::None);
-        log.append(&mut b, 0).unwrap();
+        let b = make_batch(tag, &[1], 10, Compression::None);
+        log.append(&b, 0).unwrap();
     }
     assert_eq!(log.fsync_count(), 2);
 }
@@ -241,12 +241,12 @@ fn invalid_batches_are_refused_and_nothing_is_stored() {
     bad[last] ^= 1;
     good.extend_from_slice(&bad);
     assert!(matches!(
-        log.append(&mut good, 0),
+        log.append(&good, 0),
         Err(LogError::InvalidBatch(_))
     ));
     assert_eq!(log.log_end_offset(), 0);
     assert!(matches!(
-        log.append(&mut [0u8; 10], 0),
+        log.append(&[0u8; 10], 0),
         Err(LogError::InvalidBatch(_))
     ));
 }
@@ -302,4 +302,54 @@ fn registry_creates_deletes_and_grows_topics_durably() {
     // The name can be used again, with fresh, empty logs.
     manager.create_topic("gone", 1, BTreeMap::new()).unwrap();
     assert_eq!(manager.partition("gone", 0).unwrap().log_end_offset(), 0);
+}
+
+#[test]
+fn idempotent_retries_are_acknowledged_once_even_after_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = small(Durability::Fsync);
+    let batch = |seq: i32, n: usize| {
+        make_producer_batch(1, &vec![5; n], 10, Compression::None, (42, 0, seq))
+    };
+    let log = PartitionLog::open(dir.path(), config.clone(), 0).unwrap();
+    append(&log, 9, &[1], 0); // a non-idempotent record first
+    let first = log.append(&batch(0, 3), 0).unwrap();
+    assert_eq!(
+        (first.base_offset, first.last_offset, first.duplicate),
+        (1, 3, false)
+    );
+    let retry = log.append(&batch(0, 3), 0).unwrap();
+    assert_eq!(
+        (retry.base_offset, retry.last_offset, retry.duplicate),
+        (1, 3, true)
+    );
+    assert!(
+        matches!(log.append(&batch(5, 1), 0), Err(LogError::Sequence(_))),
+        "gap refused"
+    );
+    let second = log.append(&batch(3, 2), 0).unwrap();
+    assert_eq!(second.base_offset, 4);
+    log.flush().unwrap();
+
+    // First unclean (no snapshot: rebuilt from batch headers alone), then after a clean close.
+    for clean in [false, true] {
+        if clean {
+            log.close().unwrap();
+        }
+        let log = PartitionLog::open(dir.path(), config.clone(), 0).unwrap();
+        let again = log.append(&batch(3, 2), 0).unwrap();
+        assert_eq!(
+            (again.base_offset, again.duplicate),
+            (4, true),
+            "clean={clean}"
+        );
+        assert!(matches!(
+            log.append(&batch(9, 1), 0),
+            Err(LogError::Sequence(_))
+        ));
+        assert_eq!(log.log_end_offset(), 6);
+        drop(log);
+    }
+    let log = PartitionLog::open(dir.path(), config, 0).unwrap();
+    assert_eq!(log.append(&batch(5, 1), 0).unwrap().base_offset, 6);
 }

@@ -55,8 +55,8 @@ fn crash_child_appender() {
                     } else {
                         Compression::None
                     };
-                    let mut batch = make_batch(tag, &ts, rng.random_range(0..300), compression);
-                    let info = log.append(&mut batch, 0).unwrap();
+                    let batch = make_batch(tag, &ts, rng.random_range(0..300), compression);
+                    let info = log.append(&batch, 0).unwrap();
                     log.sync_to(info.last_offset + 1).unwrap();
                     let mut out = std::io::stdout().lock();
                     writeln!(out, "{} {} {}", info.base_offset, info.last_offset, tag).unwrap();
@@ -134,8 +134,8 @@ fn sigkill_loses_no_acknowledged_batch() {
             }
         }
         // Appends continue after recovery.
-        let mut b = make_batch(u64::MAX, &[1], 10, Compression::None);
-        let info = log.append(&mut b, 0).unwrap();
+        let b = make_batch(u64::MAX, &[1], 10, Compression::None);
+        let info = log.append(&b, 0).unwrap();
         log.sync_to(info.last_offset + 1).unwrap();
         acked.insert(info.base_offset, (info.last_offset, u64::MAX));
     }
@@ -165,8 +165,8 @@ fn torn_and_corrupt_tails_are_cut() {
         } else {
             Compression::None
         };
-        let mut b = make_batch(tag, &ts, 200, compression);
-        let info = log.append(&mut b, 0).unwrap();
+        let b = make_batch(tag, &ts, 200, compression);
+        let info = log.append(&b, 0).unwrap();
         log.sync_to(info.last_offset + 1).unwrap();
     }
     let full = read_all(&log, 0, 1 << 20);
@@ -215,8 +215,8 @@ fn torn_and_corrupt_tails_are_cut() {
             i64::try_from(got.len()).unwrap() >= base,
             "round {round}: lost a closed segment"
         );
-        let mut b = make_batch(9_999, &[1], 10, Compression::None);
-        let info = log.append(&mut b, 0).unwrap();
+        let b = make_batch(9_999, &[1], 10, Compression::None);
+        let info = log.append(&b, 0).unwrap();
         assert_eq!(info.base_offset, i64::try_from(got.len()).unwrap());
         log.sync_to(info.last_offset + 1).unwrap();
         assert_eq!(read_all(&log, 0, 1 << 20).len(), got.len() + 1);

@@ -113,8 +113,8 @@ proptest! {
             match op {
                 Op::Append { timestamps, value_len, compression: c } => {
                     tag += 1;
-                    let mut batch = make_batch(tag, &timestamps, value_len, compression(c));
-                    let info = log.append(&mut batch, 0).unwrap();
+                    let batch = make_batch(tag, &timestamps, value_len, compression(c));
+                    let info = log.append(&batch, 0).unwrap();
                     prop_assert_eq!(info.base_offset, i64::try_from(model.records.len()).unwrap());
                     log.sync_to(info.last_offset + 1).unwrap();
                     for (i, ts) in timestamps.iter().enumerate() {

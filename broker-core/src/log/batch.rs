@@ -190,14 +190,6 @@ pub fn validate(buf: &[u8], max_total: usize) -> Result<BatchHeader, BatchError>
     Ok(header)
 }
 
-/// Rewrites the base offset of the batch at the start of `buf` (outside the CRC).
-///
-/// # Panics
-/// If `buf` is shorter than the offset field; callers pass validated batches.
-pub fn set_base_offset(buf: &mut [u8], base_offset: i64) {
-    buf[..8].copy_from_slice(&base_offset.to_be_bytes());
-}
-
 /// Validates every batch in a produce payload (one or more batches back to back).
 ///
 /// Returns the headers in order; an empty payload or any trailing partial batch is an error, so
@@ -222,6 +214,10 @@ pub fn validate_all(mut buf: &[u8], max_batch: usize) -> Result<Vec<BatchHeader>
 pub(crate) mod tests {
     use super::*;
     use bytes::BytesMut;
+
+    fn set_base_offset(buf: &mut [u8], base_offset: i64) {
+        buf[..8].copy_from_slice(&base_offset.to_be_bytes());
+    }
     use kafka_protocol::records::{
         Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
     };

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use thiserror::Error;
 
 use super::batch::BatchError;
+use super::producer_state::SequenceError;
 
 /// Why a partition-log operation failed.
 #[derive(Debug, Error)]
@@ -24,6 +25,9 @@ pub enum LogError {
     /// A produced payload is not a valid v2 record batch (Kafka's CORRUPT_MESSAGE).
     #[error("invalid record batch: {0}")]
     InvalidBatch(#[from] BatchError),
+    /// An idempotent producer's batch is out of sequence or from an old epoch.
+    #[error(transparent)]
+    Sequence(#[from] SequenceError),
     /// A stored batch failed to decode where its records were needed.
     #[error("stored batch at offset {offset} does not decode: {reason}")]
     CorruptStoredBatch {

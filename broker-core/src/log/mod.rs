@@ -8,6 +8,7 @@ pub mod error;
 pub mod index;
 pub mod manager;
 pub mod partition_log;
+pub mod producer_state;
 pub mod retention;
 pub mod segment;
 

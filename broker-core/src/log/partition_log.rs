@@ -20,12 +20,21 @@ use tokio::sync::watch;
 use super::batch::{self, BatchHeader};
 use super::config::{Durability, LogConfig};
 use super::error::LogError;
+use super::producer_state::{PayloadCheck, ProducerStates};
 use super::retention;
 use super::segment::{Segment, parse_log_file_name};
 
 const CLEAN_SHUTDOWN_FILE: &str = ".clean-shutdown";
 const RECOVERY_POINT_FILE: &str = "recovery-point";
 const LOG_START_FILE: &str = "log-start-offset";
+const PRODUCER_SNAPSHOT_FILE: &str = "producer-snapshot.json";
+
+/// Idempotent-producer state as of an offset, written at clean shutdown.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct ProducerSnapshot {
+    offset: i64,
+    producers: ProducerStates,
+}
 
 /// Offsets assigned to an append.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +45,8 @@ pub struct AppendInfo {
     pub last_offset: i64,
     /// Log start offset at the time of the append.
     pub log_start_offset: i64,
+    /// Whether this was a producer's retry of stored batches, acknowledged without storing.
+    pub duplicate: bool,
 }
 
 /// A byte range of a segment file holding whole batches, to send without copying.
@@ -101,6 +112,7 @@ struct LogState {
     unflushed_records: u64,
     last_flush_ms: i64,
     recovery_point_persisted: i64,
+    producers: ProducerStates,
 }
 
 impl LogState {
@@ -245,7 +257,7 @@ impl PartitionLog {
         }
         write_offset_file(dir, RECOVERY_POINT_FILE, end.offset)?;
         let (high_watermark, _) = watch::channel(end.offset);
-        Ok(Self {
+        let log = Self {
             dir: dir.to_path_buf(),
             config,
             state: RwLock::new(LogState {
@@ -257,6 +269,7 @@ impl PartitionLog {
                 unflushed_records: 0,
                 last_flush_ms: now_ms,
                 recovery_point_persisted: end.offset,
+                producers: ProducerStates::default(),
             }),
             sync: Mutex::new(SyncState::default()),
             synced: Condvar::new(),
@@ -264,15 +277,38 @@ impl PartitionLog {
             poisoned: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             fsyncs: AtomicU64::new(0),
-        })
+        };
+        log.rebuild_producer_state()?;
+        Ok(log)
     }
 
-    /// Validates and appends one produce payload (one or more v2 batches), assigning offsets by
-    /// rewriting each batch's base offset. All of the payload is stored or none of it.
+    /// Rebuilds idempotent-producer state: the snapshot of the last clean shutdown (if it is still
+    /// within the log), then every batch header stored after it.
+    fn rebuild_producer_state(&self) -> Result<(), LogError> {
+        let path = self.dir.join(PRODUCER_SNAPSHOT_FILE);
+        let snapshot: Option<ProducerSnapshot> = fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let (start, mut producers) = match snapshot {
+            Some(s) if s.offset <= self.log_end_offset() => (s.offset, s.producers),
+            _ => (self.log_start_offset(), ProducerStates::default()),
+        };
+        for h in self.batch_headers_from(start)? {
+            if h.base_offset >= start {
+                producers.record(&h);
+            }
+        }
+        self.state.write().producers = producers;
+        Ok(())
+    }
+
+    /// Validates and appends one produce payload (one or more v2 batches), assigning offsets.
+    /// All of the payload is stored or none of it; `records` itself is not modified (the new base
+    /// offsets are written in place of the producer's as the batches go to disk).
     ///
     /// The append reaches the page cache; with fsync durability the caller that must acknowledge
     /// only durable data then calls [`Self::sync_to`] with `last_offset + 1`.
-    pub fn append(&self, records: &mut [u8], now_ms: i64) -> Result<AppendInfo, LogError> {
+    pub fn append(&self, records: &[u8], now_ms: i64) -> Result<AppendInfo, LogError> {
         let mut headers = batch::validate_all(records, self.config.max_message_bytes)?;
         let record_count: u64 = headers
             .iter()
@@ -282,12 +318,22 @@ impl PartitionLog {
         self.check_writable()?;
         let base_offset = state.end().offset;
         let mut next = base_offset;
-        let mut pos = 0;
         for h in &mut headers {
-            batch::set_base_offset(&mut records[pos..], next);
             h.base_offset = next;
             next = h.next_offset();
-            pos += h.total_len();
+        }
+        if let PayloadCheck::Duplicate {
+            base_offset,
+            last_offset,
+        } = state.producers.check_payload(&headers)?
+        {
+            let log_start_offset = state.log_start;
+            return Ok(AppendInfo {
+                base_offset,
+                last_offset,
+                log_start_offset,
+                duplicate: true,
+            });
         }
         let last_offset = next - 1;
         let active = &state.active;
@@ -303,6 +349,9 @@ impl PartitionLog {
         }
         if let Err(e) = state.active.append(records, &headers) {
             return Err(self.poison("append to segment", e));
+        }
+        for h in &headers {
+            state.producers.record(h);
         }
         state.unflushed_records += record_count;
         if self.config.durability == Durability::Os {
@@ -322,6 +371,7 @@ impl PartitionLog {
             base_offset,
             last_offset,
             log_start_offset,
+            duplicate: false,
         })
     }
 
@@ -566,6 +616,17 @@ impl PartitionLog {
         active
             .persist_indexes(true)
             .map_err(LogError::io("persist indexes", active.path()))?;
+        let snapshot = ProducerSnapshot {
+            offset: end,
+            producers: s.producers.clone(),
+        };
+        let snapshot_path = self.dir.join(PRODUCER_SNAPSHOT_FILE);
+        let tmp = self.dir.join(format!("{PRODUCER_SNAPSHOT_FILE}.tmp"));
+        serde_json::to_vec(&snapshot)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| fs::write(&tmp, bytes))
+            .and_then(|()| fs::rename(&tmp, &snapshot_path))
+            .map_err(LogError::io("write producer snapshot", &snapshot_path))?;
         write_offset_file(&self.dir, RECOVERY_POINT_FILE, end)?;
         let marker = self.dir.join(CLEAN_SHUTDOWN_FILE);
         File::create(&marker)

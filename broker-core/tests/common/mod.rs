@@ -16,6 +16,17 @@ pub fn make_batch(
     value_len: usize,
     compression: Compression,
 ) -> BytesMut {
+    make_producer_batch(tag, timestamps, value_len, compression, (-1, -1, 0))
+}
+
+/// Like [`make_batch`], from idempotent producer `(id, epoch, first sequence)`.
+pub fn make_producer_batch(
+    tag: u64,
+    timestamps: &[i64],
+    value_len: usize,
+    compression: Compression,
+    (producer_id, producer_epoch, first_seq): (i64, i16, i32),
+) -> BytesMut {
     let records: Vec<Record> = timestamps
         .iter()
         .enumerate()
@@ -27,11 +38,11 @@ pub fn make_batch(
                 control: false,
                 delete_horizon: false,
                 partition_leader_epoch: -1,
-                producer_id: -1,
-                producer_epoch: -1,
+                producer_id,
+                producer_epoch,
                 timestamp_type: TimestampType::Creation,
                 offset: i64::try_from(i).unwrap(),
-                sequence: i32::try_from(i).unwrap(),
+                sequence: first_seq + i32::try_from(i).unwrap(),
                 timestamp: ts,
                 key: None,
                 value: Some(bytes::Bytes::from(value)),

@@ -1,0 +1,116 @@
+//! Timer tasks: the rebalance timeout (and initial delay) of a join phase, members' session
+//! timeouts and the expiry of member ids handed out with MEMBER_ID_REQUIRED.
+//!
+//! Each timer is a tokio task holding only a weak reference to the coordinator, taking time from
+//! `tokio::time` (so tests drive it with `pause`/`advance`); it re-checks the group under the lock
+//! when it wakes, so a stale timer does nothing.
+
+use std::sync::Weak;
+
+use kafka_protocol::ResponseError;
+use tokio::time::{Instant, sleep_until};
+
+use super::coordinator::Shared;
+use super::state::{GroupState, deliver};
+
+/// Completes the join phase of rebalance `rebalance_id` once its initial delay has passed (if
+/// every member has rejoined) or, at the latest, at its deadline (removing whoever has not).
+pub(crate) fn spawn_rebalance_timer(shared: Weak<Shared>, group_id: String, rebalance_id: u64) {
+    tokio::spawn(async move {
+        loop {
+            let wake = {
+                let Some(shared) = shared.upgrade() else {
+                    return;
+                };
+                let now = Instant::now();
+                let mut groups = shared.groups.lock();
+                let Some(group) = groups.get_mut(&group_id) else {
+                    return;
+                };
+                let GroupState::PreparingRebalance(p) = &group.state else {
+                    return;
+                };
+                if p.rebalance_id != rebalance_id {
+                    return;
+                }
+                let (deadline, not_before) = (p.deadline, p.not_before);
+                if now < not_before {
+                    not_before
+                } else {
+                    let force = now >= deadline;
+                    if force {
+                        tracing::info!(group = %group_id, "rebalance timeout: removing members that did not rejoin");
+                    }
+                    deliver(shared.transition(&group_id, group, |s, m| {
+                        s.try_complete_join(m, now, force)
+                    }));
+                    deadline
+                }
+            };
+            sleep_until(wake).await;
+        }
+    });
+}
+
+/// Removes `member_id` once its session times out without a heartbeat, unless it waits in a
+/// JoinGroup or SyncGroup.
+pub(crate) fn spawn_session_timer(shared: Weak<Shared>, group_id: String, member_id: String) {
+    tokio::spawn(async move {
+        loop {
+            let wake = {
+                let Some(shared) = shared.upgrade() else {
+                    return;
+                };
+                let now = Instant::now();
+                let mut groups = shared.groups.lock();
+                let Some(group) = groups.get_mut(&group_id) else {
+                    return;
+                };
+                let waiting = group.state.is_waiting(&member_id);
+                let Some(member) = group.m.members.get_mut(&member_id) else {
+                    return;
+                };
+                if now < member.session_deadline {
+                    member.session_deadline
+                } else if waiting {
+                    member.touch(now);
+                    member.session_deadline
+                } else {
+                    tracing::info!(group = %group_id, member = %member_id, "session timeout: removing member");
+                    let start = shared.rebalance_start(now);
+                    deliver(shared.transition(&group_id, group, |s, m| {
+                        s.remove_member(m, &member_id, ResponseError::UnknownMemberId, start)
+                    }));
+                    return;
+                }
+            };
+            sleep_until(wake).await;
+        }
+    });
+}
+
+/// Forgets a member id handed out with MEMBER_ID_REQUIRED if it is not used by `deadline`.
+pub(crate) fn spawn_pending_timer(
+    shared: Weak<Shared>,
+    group_id: String,
+    member_id: String,
+    deadline: Instant,
+) {
+    tokio::spawn(async move {
+        sleep_until(deadline).await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let now = Instant::now();
+        let mut groups = shared.groups.lock();
+        let Some(group) = groups.get_mut(&group_id) else {
+            return;
+        };
+        if group.m.pending.get(&member_id).is_some_and(|d| *d <= now) {
+            group.m.pending.remove(&member_id);
+            deliver(shared.transition(&group_id, group, |s, m| {
+                s.try_complete_join(m, now, false)
+            }));
+        }
+    });
+}
