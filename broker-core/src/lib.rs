@@ -3,5 +3,8 @@
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod alloc;
+pub mod broker;
 pub mod group;
 pub mod log;
+pub mod protocol;
+pub mod server;

@@ -65,8 +65,7 @@ impl CommitBatch {
             payload.extend_from_slice(&e.committed.offset.to_be_bytes());
             payload.extend_from_slice(&e.committed.leader_epoch.to_be_bytes());
             put_str(&mut payload, &e.committed.metadata);
-            payload
-                .extend_from_slice(&e.committed.commit_timestamp_ms.to_be_bytes());
+            payload.extend_from_slice(&e.committed.commit_timestamp_ms.to_be_bytes());
         }
         let mut frame = Vec::with_capacity(FRAME_HEADER + payload.len());
         let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);

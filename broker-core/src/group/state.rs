@@ -373,7 +373,7 @@ impl GroupState {
         let from_empty = match self {
             Self::PreparingRebalance(_) | Self::Dead => return (self, replies),
             Self::CompletingRebalance(c) => {
-                replies.extend(c.syncs.into_iter().map(|(_, tx)| {
+                replies.extend(c.syncs.into_values().map(|tx| {
                     Reply::Sync(tx, SyncOutcome::error(ResponseError::RebalanceInProgress))
                 }));
                 false
@@ -399,11 +399,16 @@ impl GroupState {
 
     /// Completes the join phase if it may: when forced (rebalance timeout), or when every member
     /// and every holder of an issued member id has rejoined and the initial delay has passed.
-    pub(crate) fn try_complete_join(self, m: &mut Membership, now: Instant, force: bool) -> Transition {
+    pub(crate) fn try_complete_join(
+        self,
+        m: &mut Membership,
+        now: Instant,
+        force: bool,
+    ) -> Transition {
         match self {
             Self::PreparingRebalance(p) => {
-                let all_joined = m.pending.is_empty()
-                    && m.members.keys().all(|id| p.joins.contains_key(id));
+                let all_joined =
+                    m.pending.is_empty() && m.members.keys().all(|id| p.joins.contains_key(id));
                 if force || (all_joined && now >= p.not_before) {
                     p.complete(m, now)
                 } else {
@@ -529,7 +534,10 @@ impl GroupState {
             ),
             Self::Empty => (
                 Self::Empty,
-                vec![Reply::Sync(tx, SyncOutcome::error(ResponseError::UnknownMemberId))],
+                vec![Reply::Sync(
+                    tx,
+                    SyncOutcome::error(ResponseError::UnknownMemberId),
+                )],
             ),
             Self::Dead => (
                 Self::Dead,
@@ -613,7 +621,10 @@ impl Preparing {
             let outcome = m.join_outcome(&id);
             replies.push(Reply::Join(tx, outcome));
         }
-        (GroupState::CompletingRebalance(Completing::default()), replies)
+        (
+            GroupState::CompletingRebalance(Completing::default()),
+            replies,
+        )
     }
 }
 

@@ -136,9 +136,10 @@ impl OffsetStore {
                 .map_err(GroupError::io("truncate offsets log", &log_path))?;
         }
         fsync_dir(&dir)?;
-        let sync_file = log
-            .try_clone()
-            .map_err(GroupError::io("duplicate offsets log descriptor", &log_path))?;
+        let sync_file = log.try_clone().map_err(GroupError::io(
+            "duplicate offsets log descriptor",
+            &log_path,
+        ))?;
         let store = Self {
             dir,
             compact_log_bytes,
@@ -280,7 +281,12 @@ impl OffsetStore {
     }
 
     /// One committed offset.
-    pub(crate) fn offset(&self, group: &str, topic: &str, partition: i32) -> Option<CommittedOffset> {
+    pub(crate) fn offset(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: i32,
+    ) -> Option<CommittedOffset> {
         let state = self.state.lock();
         state
             .offsets

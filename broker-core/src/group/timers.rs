@@ -41,9 +41,11 @@ pub(crate) fn spawn_rebalance_timer(shared: Weak<Shared>, group_id: String, reba
                     if force {
                         tracing::info!(group = %group_id, "rebalance timeout: removing members that did not rejoin");
                     }
-                    deliver(shared.transition(&group_id, group, |s, m| {
-                        s.try_complete_join(m, now, force)
-                    }));
+                    deliver(
+                        shared.transition(&group_id, group, |s, m| {
+                            s.try_complete_join(m, now, force)
+                        }),
+                    );
                     deadline
                 }
             };
@@ -108,9 +110,7 @@ pub(crate) fn spawn_pending_timer(
         };
         if group.m.pending.get(&member_id).is_some_and(|d| *d <= now) {
             group.m.pending.remove(&member_id);
-            deliver(shared.transition(&group_id, group, |s, m| {
-                s.try_complete_join(m, now, false)
-            }));
+            deliver(shared.transition(&group_id, group, |s, m| s.try_complete_join(m, now, false)));
         }
     });
 }

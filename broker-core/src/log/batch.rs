@@ -28,9 +28,17 @@ pub enum BatchError {
     /// Only magic 2 (Kafka 0.11+) batches are stored.
     #[error("unsupported record batch magic {0}")]
     Magic(i8),
-    /// A batch length smaller than a header or larger than allowed.
+    /// A batch length smaller than a header.
     #[error("invalid batch length {0}")]
     Length(i32),
+    /// A batch larger than allowed (`max.message.bytes`) or than the bytes that follow it.
+    #[error("batch of {len} bytes exceeds the limit of {max}")]
+    TooLarge {
+        /// Bytes the batch claims.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
     /// The stored CRC-32C does not match the bytes.
     #[error("CRC mismatch: stored {stored:#010x}, computed {computed:#010x}")]
     Crc {
@@ -147,8 +155,14 @@ impl BatchHeader {
     /// Checks the declared batch length: at least a header, at most `max_total` bytes in all.
     pub fn check_length(&self, max_total: usize) -> Result<(), BatchError> {
         let min = i32::try_from(HEADER_LEN - LOG_OVERHEAD).unwrap_or(i32::MAX);
-        if self.batch_length < min || self.total_len() > max_total {
+        if self.batch_length < min {
             return Err(BatchError::Length(self.batch_length));
+        }
+        if self.total_len() > max_total {
+            return Err(BatchError::TooLarge {
+                len: self.total_len(),
+                max: max_total,
+            });
         }
         Ok(())
     }
@@ -305,7 +319,10 @@ pub(crate) mod tests {
         buf[8..12].copy_from_slice(&(-5i32).to_be_bytes());
         assert_eq!(validate(&buf, usize::MAX), Err(BatchError::Length(-5)));
         let buf = make_batch(&[1], 500, Compression::None);
-        assert!(matches!(validate(&buf, 100), Err(BatchError::Length(_))));
+        assert!(matches!(
+            validate(&buf, 100),
+            Err(BatchError::TooLarge { max: 100, .. })
+        ));
     }
 
     #[test]

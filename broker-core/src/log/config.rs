@@ -70,6 +70,9 @@ pub struct ConfigError {
     pub reason: &'static str,
 }
 
+/// Largest batch a topic may allow: one fetch response carries at most 64 MiB per partition.
+pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+
 /// Largest segment: positions in the offset index are 32-bit.
 const MAX_SEGMENT_BYTES: u64 = i32::MAX as u64;
 
@@ -113,8 +116,11 @@ impl LogConfig {
                         u64::try_from(int()?).map_err(|_| err("must not be negative"))?;
                 }
                 "max.message.bytes" => {
-                    c.max_message_bytes =
-                        usize::try_from(int()?).map_err(|_| err("must not be negative"))?;
+                    let v = usize::try_from(int()?).map_err(|_| err("must not be negative"))?;
+                    if v > MAX_MESSAGE_BYTES {
+                        return Err(err("must be at most 67108864"));
+                    }
+                    c.max_message_bytes = v;
                 }
                 "cleanup.policy" if value == "delete" => {}
                 "cleanup.policy" => return Err(err("only \"delete\" is supported")),

@@ -180,6 +180,24 @@ impl LogManager {
         })
     }
 
+    /// Checks that a topic could be created as asked (CreateTopics with `validate_only`), and
+    /// returns its effective settings.
+    pub fn validate_new_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        overrides: &BTreeMap<String, String>,
+    ) -> Result<LogConfig, StorageError> {
+        validate_topic_name(name)?;
+        if self.topics.read().contains_key(name) {
+            return Err(StorageError::TopicExists(name.to_owned()));
+        }
+        if partitions < 1 {
+            return Err(invalid_partitions(name, partitions, 0));
+        }
+        Ok(self.defaults.with_overrides(overrides)?)
+    }
+
     /// Creates a topic with `partitions` partitions and Kafka-named config overrides.
     pub fn create_topic(
         &self,
@@ -187,15 +205,9 @@ impl LogManager {
         partitions: i32,
         overrides: BTreeMap<String, String>,
     ) -> Result<Arc<Topic>, StorageError> {
-        validate_topic_name(name)?;
+        // Registry changes are serialised, so the check below still holds at the insert.
         let mut registry = self.registry.lock();
-        if registry.topics.contains_key(name) {
-            return Err(StorageError::TopicExists(name.to_owned()));
-        }
-        if partitions < 1 {
-            return Err(invalid_partitions(name, partitions, 0));
-        }
-        let config = self.defaults.with_overrides(&overrides)?;
+        let config = self.validate_new_topic(name, partitions, &overrides)?;
         let meta = TopicMeta {
             id: Uuid::new_v4(),
             partitions,
