@@ -31,6 +31,17 @@ pub(crate) async fn fetch(
         let round = read_once(broker, version, &req);
         let done = round.bytes >= min_bytes.max(1) || round.errors || Instant::now() >= deadline;
         if done || round.watchers.is_empty() {
+            for topic in &round.response.responses {
+                let bytes: usize = topic
+                    .partitions
+                    .iter()
+                    .filter_map(|p| p.records.as_ref())
+                    .map(Bytes::len)
+                    .sum();
+                if bytes > 0 {
+                    super::metrics::fetched(&topic.topic, bytes as u64);
+                }
+            }
             return (round.response, round.files);
         }
         // Wait for any requested partition to move, or the deadline.

@@ -6,6 +6,7 @@ mod admin;
 mod cluster;
 mod fetch;
 mod list_offsets;
+pub mod metrics;
 mod produce;
 mod producer_ids;
 

@@ -37,6 +37,11 @@ pub(crate) async fn produce(broker: &Broker, req: ProduceRequest) -> Option<Prod
                 (None, Some(_), None) => response.error_code = ResponseError::CorruptMessage.code(),
                 (None, Some(log), Some(records)) => match log.append(&records, now) {
                     Ok(info) => {
+                        if !info.duplicate {
+                            let count =
+                                u64::try_from(info.last_offset - info.base_offset + 1).unwrap_or(0);
+                            super::metrics::produced(&topic.name, count, records.len());
+                        }
                         response.base_offset = info.base_offset;
                         response.log_start_offset = info.log_start_offset;
                         if wait_for_fsync {

@@ -35,7 +35,9 @@ use super::state::{
     Group, GroupState, JoinOutcome, RebalanceStart, Reply, SyncOutcome, Transition, deliver,
 };
 use super::store::OffsetStore;
-use super::timers::{spawn_pending_timer, spawn_rebalance_timer, spawn_session_timer};
+use super::timers::{
+    spawn_pending_timer, spawn_rebalance_timer, spawn_session_timer, spawn_sync_timer,
+};
 use super::versions::{Api, is_supported};
 use crate::log::LogManager;
 
@@ -66,11 +68,22 @@ impl Shared {
         f: impl FnOnce(GroupState, &mut super::state::Membership) -> Transition,
     ) -> Vec<Reply> {
         let before = group.state.rebalance_id();
+        let was_completing = group.state.is_completing();
+        let generation = group.m.generation;
         let replies = group.apply(f);
         if let Some(id) = group.state.rebalance_id()
             && before != Some(id)
         {
             spawn_rebalance_timer(self.me.clone(), group_id.to_owned(), id);
+        }
+        if group.state.is_completing() && (!was_completing || generation != group.m.generation) {
+            let deadline = Instant::now() + group.m.rebalance_timeout();
+            spawn_sync_timer(
+                self.me.clone(),
+                group_id.to_owned(),
+                group.m.generation,
+                deadline,
+            );
         }
         replies
     }
@@ -473,7 +486,7 @@ impl GroupCoordinator {
             });
         let (tx, rx) = oneshot::channel();
         deliver(self.shared.transition(group_id, group, |s, m| {
-            s.sync(m, member_id, tx, assignments)
+            s.sync(m, member_id, tx, assignments, now)
         }));
         Answer::Later(rx)
     }

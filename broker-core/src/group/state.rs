@@ -148,6 +148,24 @@ impl GroupState {
         }
     }
 
+    /// Whether the group waits for SyncGroups.
+    pub(crate) fn is_completing(&self) -> bool {
+        matches!(self, Self::CompletingRebalance(_))
+    }
+
+    /// Members of a CompletingRebalance group that have not sent their SyncGroup.
+    pub(crate) fn not_synced(&self, m: &Membership) -> Vec<String> {
+        match self {
+            Self::CompletingRebalance(c) => m
+                .members
+                .keys()
+                .filter(|id| !c.syncs.contains_key(*id))
+                .cloned()
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
     /// Whether the member waits in a JoinGroup or SyncGroup (so its session does not expire).
     pub(crate) fn is_waiting(&self, member_id: &str) -> bool {
         match self {
@@ -294,7 +312,7 @@ impl Membership {
     }
 
     /// The longest rebalance timeout of the members.
-    fn rebalance_timeout(&self) -> Duration {
+    pub(crate) fn rebalance_timeout(&self) -> Duration {
         self.members
             .values()
             .map(|m| m.rebalance_timeout)
@@ -373,9 +391,14 @@ impl GroupState {
         let from_empty = match self {
             Self::PreparingRebalance(_) | Self::Dead => return (self, replies),
             Self::CompletingRebalance(c) => {
-                replies.extend(c.syncs.into_values().map(|tx| {
-                    Reply::Sync(tx, SyncOutcome::error(ResponseError::RebalanceInProgress))
-                }));
+                for (id, tx) in c.syncs {
+                    // The member was alive while it waited: its session restarts now.
+                    if let Some(member) = m.members.get_mut(&id) {
+                        member.touch(start.now);
+                    }
+                    let outcome = SyncOutcome::error(ResponseError::RebalanceInProgress);
+                    replies.push(Reply::Sync(tx, outcome));
+                }
                 false
             }
             Self::Stable => false,
@@ -504,6 +527,7 @@ impl GroupState {
         member_id: &str,
         tx: SyncTx,
         assignments: Option<HashMap<String, Bytes>>,
+        now: Instant,
     ) -> Transition {
         match self {
             Self::CompletingRebalance(mut c) => {
@@ -513,6 +537,10 @@ impl GroupState {
                 };
                 for member in m.members.values_mut() {
                     member.assignment = assignments.remove(&member.id).unwrap_or_default();
+                    // Waiting members were alive: their sessions restart now.
+                    if c.syncs.contains_key(&member.id) {
+                        member.touch(now);
+                    }
                 }
                 let replies = c
                     .syncs

@@ -1217,3 +1217,40 @@ fn supported_versions_table() {
     assert!(is_supported(Api::JoinGroup, 9) && !is_supported(Api::JoinGroup, 10));
     assert!(!is_supported(Api::OffsetCommit, 1) && !is_supported(Api::OffsetFetch, 9));
 }
+
+#[tokio::test(start_paused = true)]
+async fn members_that_never_sync_are_removed_after_the_rebalance_timeout() {
+    let f = fixture();
+    let a = member_id_for(&f.c, "g").await;
+    let b = member_id_for(&f.c, "g").await;
+    let ja = spawn_join(&f.c, join_req("g", &a, RANGE), 5);
+    let jb = spawn_join(&f.c, join_req("g", &b, RANGE), 5);
+    let (ja, jb) = (ja.await.expect("a"), jb.await.expect("b"));
+    let leader = ja.leader.to_string();
+    let follower = if leader == a { b } else { a };
+    assert_eq!(jb.generation_id, 1);
+    let t0 = Instant::now();
+    let parked = spawn_sync(&f.c, sync_req("g", &follower, 1, &[]), 5);
+    // The leader heartbeats (so its session lives on) but never sends its SyncGroup.
+    while !parked.is_finished() {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let code = heartbeat(&f.c, "g", &leader, 1).await;
+        assert!(
+            code == NONE || code == err(ResponseError::UnknownMemberId),
+            "{code}"
+        );
+    }
+    let elapsed = t0.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(20_000) && elapsed < Duration::from_millis(24_000),
+        "{elapsed:?}"
+    );
+    let s = parked.await.expect("sync");
+    assert_eq!(s.error_code, err(ResponseError::RebalanceInProgress));
+    assert_eq!(
+        heartbeat(&f.c, "g", &leader, 1).await,
+        err(ResponseError::UnknownMemberId)
+    );
+    let r = join(&f.c, join_req("g", &follower, RANGE), 5).await;
+    assert_eq!((r.generation_id, r.leader.as_str()), (2, follower.as_str()));
+}

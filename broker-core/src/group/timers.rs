@@ -1,5 +1,5 @@
-//! Timer tasks: the rebalance timeout (and initial delay) of a join phase, members' session
-//! timeouts and the expiry of member ids handed out with MEMBER_ID_REQUIRED.
+//! Timer tasks: the rebalance timeout (and initial delay) of a join phase, the rebalance timeout
+//! of a sync phase, members' session timeouts and the expiry of member ids handed out with MEMBER_ID_REQUIRED.
 //!
 //! Each timer is a tokio task holding only a weak reference to the coordinator, taking time from
 //! `tokio::time` (so tests drive it with `pause`/`advance`); it re-checks the group under the lock
@@ -111,6 +111,37 @@ pub(crate) fn spawn_pending_timer(
         if group.m.pending.get(&member_id).is_some_and(|d| *d <= now) {
             group.m.pending.remove(&member_id);
             deliver(shared.transition(&group_id, group, |s, m| s.try_complete_join(m, now, false)));
+        }
+    });
+}
+
+/// Ends a sync phase that outlives the rebalance timeout: members of `generation` that have not
+/// sent their SyncGroup by `deadline` are removed (as Kafka does), which starts a new rebalance.
+pub(crate) fn spawn_sync_timer(
+    shared: Weak<Shared>,
+    group_id: String,
+    generation: i32,
+    deadline: Instant,
+) {
+    tokio::spawn(async move {
+        sleep_until(deadline).await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let now = Instant::now();
+        let mut groups = shared.groups.lock();
+        let Some(group) = groups.get_mut(&group_id) else {
+            return;
+        };
+        if !group.state.is_completing() || group.m.generation != generation {
+            return;
+        }
+        for member_id in group.state.not_synced(&group.m) {
+            tracing::info!(group = %group_id, member = %member_id, "no SyncGroup within the rebalance timeout: removing member");
+            let start = shared.rebalance_start(now);
+            deliver(shared.transition(&group_id, group, |s, m| {
+                s.remove_member(m, &member_id, ResponseError::UnknownMemberId, start)
+            }));
         }
     });
 }

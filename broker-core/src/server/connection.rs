@@ -67,31 +67,50 @@ pub(crate) async fn serve(
     let peer = stream.peer_addr().ok();
     let client_host = peer.map_or_else(String::new, |p| format!("/{}", p.ip()));
     let _ = stream.set_nodelay(true);
+    crate::broker::metrics::connections(1.0);
+    serve_frames(&mut stream, &broker, &mut shutdown, peer, &client_host).await;
+    crate::broker::metrics::connections(-1.0);
+}
+
+async fn serve_frames(
+    stream: &mut TcpStream,
+    broker: &Broker,
+    shutdown: &mut broadcast::Receiver<()>,
+    peer: Option<std::net::SocketAddr>,
+    client_host: &str,
+) {
     let mut reader = FrameReader {
         buf: BytesMut::with_capacity(64 * 1024),
         max: broker.config().max_request_bytes,
     };
     loop {
         let frame = tokio::select! {
-            frame = reader.next(&mut stream) => frame,
+            frame = reader.next(stream) => frame,
             _ = shutdown.recv() => return,
         };
         let frame = match frame {
             Ok(Some(frame)) => frame,
             Ok(None) => return,
             Err(e) => {
+                crate::broker::metrics::bad_request("frame");
                 log_bad_input(peer, &e);
                 return;
             }
         };
+        let started = std::time::Instant::now();
+        let bytes_in = frame.len() + 4;
+        let mut api = "ApiVersions";
         let response = match decode_request(frame) {
-            Ok(request) => match broker.handle(request, &client_host).await {
-                Ok(response) => response,
-                Err(e) => {
-                    tracing::error!(?peer, error = %e, "could not encode a response; closing the connection");
-                    return;
+            Ok(request) => {
+                api = crate::protocol::versions::name(request.api_key);
+                match broker.handle(request, client_host).await {
+                    Ok(response) => response,
+                    Err(e) => {
+                        tracing::error!(?peer, error = %e, "could not encode a response; closing the connection");
+                        return;
+                    }
                 }
-            },
+            }
             Err(DecodeError::UnsupportedVersion {
                 api_key: ApiKey::ApiVersions,
                 correlation_id,
@@ -102,12 +121,19 @@ pub(crate) async fn serve(
                 encode_response(ApiKey::ApiVersions, 0, correlation_id, &body, vec![]).ok()
             }
             Err(e) => {
+                crate::broker::metrics::bad_request(match e {
+                    DecodeError::TooShort(_) | DecodeError::Malformed { .. } => "malformed",
+                    DecodeError::UnknownApi { .. } => "unknown_api",
+                    DecodeError::UnsupportedVersion { .. } => "unsupported_version",
+                });
                 log_bad_input(peer, &e);
                 return;
             }
         };
+        let bytes_out = response.as_ref().map_or(0, ResponseFrame::len);
+        crate::broker::metrics::request(api, started.elapsed(), bytes_in, bytes_out);
         if let Some(response) = response {
-            if let Err(e) = write_response(&mut stream, &response).await {
+            if let Err(e) = write_response(stream, &response).await {
                 tracing::debug!(?peer, error = %e, "write failed; closing the connection");
                 return;
             }

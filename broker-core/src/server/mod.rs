@@ -89,6 +89,16 @@ async fn accept_loop(
     let permits = Arc::new(Semaphore::new(max_connections.max(1)));
     let (shutdown_tx, _) = broadcast::channel::<()>(1);
     let mut connections = JoinSet::new();
+    let refresher = {
+        let broker = Arc::clone(&broker);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
+            loop {
+                tick.tick().await;
+                crate::broker::metrics::refresh(&broker);
+            }
+        })
+    };
     loop {
         let permit = tokio::select! {
             permit = Arc::clone(&permits).acquire_owned() => permit,
@@ -117,6 +127,7 @@ async fn accept_loop(
         while connections.try_join_next().is_some() {}
     }
     drop(listener);
+    refresher.abort();
     let _ = shutdown_tx.send(());
     let _ = tokio::time::timeout(std::time::Duration::from_secs(10), async {
         while connections.join_next().await.is_some() {}

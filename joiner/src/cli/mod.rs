@@ -1,0 +1,3 @@
+//! Commands of the `recjoin` binary that run services (as opposed to the library's pure parts).
+
+pub mod broker;
