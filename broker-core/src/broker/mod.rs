@@ -19,7 +19,7 @@ use kafka_protocol::messages::ApiKey;
 use kafka_protocol::protocol::{Encodable, StrBytes};
 use thiserror::Error;
 
-use crate::group::GroupCoordinator;
+use crate::group::{GroupConfig, GroupCoordinator};
 use crate::log::manager::BackgroundTasks;
 use crate::log::{BackgroundIntervals, LogConfig, LogError, LogManager, StorageError};
 use crate::protocol::{EncodeError, Request, RequestBody, ResponseFrame, encode_response};
@@ -48,6 +48,8 @@ pub struct BrokerConfig {
     pub node_id: i32,
     /// Cluster id reported in metadata.
     pub cluster_id: String,
+    /// Consumer-group settings (session-timeout bounds, initial rebalance delay, ...).
+    pub group: GroupConfig,
 }
 
 impl BrokerConfig {
@@ -64,6 +66,7 @@ impl BrokerConfig {
             default_partitions: 8,
             node_id: 1,
             cluster_id: "recjoin".to_owned(),
+            group: GroupConfig::default(),
         }
     }
 }
@@ -108,8 +111,12 @@ impl Broker {
     /// starts the background flusher and retention. `bound` is the actual listen address.
     pub fn open(config: BrokerConfig, bound: SocketAddr) -> Result<Arc<Self>, BrokerError> {
         let logs = Arc::new(LogManager::open(&config.data_dir, config.log.clone())?);
-        let groups = GroupCoordinator::open(&config.data_dir, Arc::clone(&logs))
-            .map_err(|e| BrokerError::Group(e.to_string()))?;
+        let groups = GroupCoordinator::open_with_config(
+            &config.data_dir,
+            Arc::clone(&logs),
+            config.group.clone(),
+        )
+        .map_err(|e| BrokerError::Group(e.to_string()))?;
         let producer_ids = ProducerIdAllocator::open(&config.data_dir)?;
         let (host, port) = config
             .advertised

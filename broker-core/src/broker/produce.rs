@@ -15,7 +15,7 @@ pub(crate) async fn produce(broker: &Broker, req: ProduceRequest) -> Option<Prod
     let acks = req.acks;
     let refuse_all = if req.transactional_id.is_some() {
         Some(ResponseError::InvalidRequest.code()) // transactions are not supported
-    } else if !matches!(acks, -1 | 0 | 1) {
+    } else if !(-1..=1).contains(&acks) {
         Some(ResponseError::InvalidRequiredAcks.code())
     } else {
         None

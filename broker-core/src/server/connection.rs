@@ -132,11 +132,11 @@ async fn serve_frames(
         };
         let bytes_out = response.as_ref().map_or(0, ResponseFrame::len);
         crate::broker::metrics::request(api, started.elapsed(), bytes_in, bytes_out);
-        if let Some(response) = response {
-            if let Err(e) = write_response(stream, &response).await {
-                tracing::debug!(?peer, error = %e, "write failed; closing the connection");
-                return;
-            }
+        if let Some(response) = response
+            && let Err(e) = write_response(stream, &response).await
+        {
+            tracing::debug!(?peer, error = %e, "write failed; closing the connection");
+            return;
         }
     }
 }

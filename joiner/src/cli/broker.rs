@@ -35,6 +35,10 @@ pub struct BrokerArgs {
     /// Refuse metadata requests for unknown topics instead of creating them.
     #[arg(long)]
     pub no_auto_create_topics: bool,
+    /// How long the first member of an empty group waits for others before the first rebalance
+    /// completes (Kafka's `group.initial.rebalance.delay.ms`).
+    #[arg(long, default_value_t = 3000)]
+    pub group_initial_rebalance_delay_ms: u64,
 }
 
 fn parse_durability(s: &str) -> Result<Durability, String> {
@@ -55,6 +59,8 @@ impl BrokerArgs {
         }
         config.default_partitions = self.default_partitions;
         config.auto_create_topics = !self.no_auto_create_topics;
+        config.group.initial_rebalance_delay =
+            std::time::Duration::from_millis(self.group_initial_rebalance_delay_ms);
         if let Some(addr) = &self.advertised_addr {
             let (host, port) = addr.rsplit_once(':').ok_or_else(|| {
                 anyhow::anyhow!("--advertised-addr must be host:port, got {addr}")
