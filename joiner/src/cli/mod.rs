@@ -1,3 +1,5 @@
 //! Commands of the `recjoin` binary that run services (as opposed to the library's pure parts).
 
+pub mod bench_broker;
 pub mod broker;
+pub mod topics;

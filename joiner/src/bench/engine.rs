@@ -1,0 +1,175 @@
+//! `recjoin bench engine`: the synthetic workload through the join engine on one thread,
+//! including JSON extraction and sample encoding. Generation is not timed.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::workload::{GenRecord, Workload, WorkloadConfig};
+use crate::engine::{Engine, InputRecord, JoinConfig, Output};
+
+/// Parameters of one run.
+#[derive(Debug, Clone)]
+pub struct EngineBenchArgs {
+    /// Input records to push.
+    pub records: u64,
+    /// Records per batch (one watermark advance per batch).
+    pub batch: usize,
+    /// Workload shape.
+    pub workload: WorkloadConfig,
+}
+
+impl Default for EngineBenchArgs {
+    fn default() -> Self {
+        Self {
+            records: 8_000_000,
+            batch: 16_384,
+            workload: WorkloadConfig::default(),
+        }
+    }
+}
+
+/// Results; `to_json_line` gives the command's output.
+#[derive(Debug, Clone, Default)]
+pub struct EngineBenchResult {
+    /// Records pushed.
+    pub records: u64,
+    /// Samples emitted.
+    pub samples: u64,
+    /// Time spent in the engine.
+    pub engine_secs: f64,
+    /// Of which in `push` (parsing, state updates).
+    pub push_secs: f64,
+    /// Time spent generating input (not part of the rates).
+    pub gen_secs: f64,
+    /// Input records per second of engine time.
+    pub records_per_s: f64,
+    /// Samples per second of engine time.
+    pub samples_per_s: f64,
+    /// Heap bytes per pending key beyond the raw feature bytes, at peak pending keys
+    /// (measured with the counting allocator; `None` without it).
+    pub bytes_per_pending_key: Option<f64>,
+    /// Most pending keys at a batch boundary.
+    pub peak_pending_keys: u64,
+    /// Of `bytes_per_pending_key`, the engine's own structures (slots, hash table, timers,
+    /// offset queues), from [`Engine::structure_bytes`]; the rest is payload arenas and extras.
+    pub structure_bytes_per_pending_key: f64,
+    /// Closed keys still remembered at the peak.
+    pub closed_keys_at_peak: u64,
+    /// Late records (should be 0: arrival stays within the bound).
+    pub late: u64,
+    /// Dead letters (should be 0).
+    pub dead_letters: u64,
+    /// Samples by close reason: idle, hard timeout, no action.
+    pub by_reason: [u64; 3],
+    /// Orphans expired and actions after close.
+    pub expired_orphans: u64,
+    /// Actions after close.
+    pub actions_after_close: u64,
+}
+
+impl EngineBenchResult {
+    /// One JSON line.
+    pub fn to_json_line(&self) -> String {
+        format!(
+            "{{\"bench\":\"engine\",\"records\":{},\"samples\":{},\"engine_secs\":{:.3},\"push_secs\":{:.3},\"gen_secs\":{:.3},\"records_per_s\":{:.0},\"samples_per_s\":{:.0},\"bytes_per_pending_key\":{},\"peak_pending_keys\":{},\"structure_bytes_per_pending_key\":{:.1},\"closed_keys_at_peak\":{},\"late\":{},\"dead_letters\":{},\"samples_idle\":{},\"samples_hard_timeout\":{},\"samples_no_action\":{},\"expired_orphans\":{},\"actions_after_close\":{}}}",
+            self.records,
+            self.samples,
+            self.engine_secs,
+            self.push_secs,
+            self.gen_secs,
+            self.records_per_s,
+            self.samples_per_s,
+            self.bytes_per_pending_key
+                .map_or("null".to_owned(), |b| format!("{b:.1}")),
+            self.peak_pending_keys,
+            self.structure_bytes_per_pending_key,
+            self.closed_keys_at_peak,
+            self.late,
+            self.dead_letters,
+            self.by_reason[0],
+            self.by_reason[1],
+            self.by_reason[2],
+            self.expired_orphans,
+            self.actions_after_close,
+        )
+    }
+}
+
+/// Runs the benchmark. `live_bytes` reports current heap bytes (the counting allocator), if any.
+pub fn run(args: &EngineBenchArgs, live_bytes: Option<fn() -> usize>) -> EngineBenchResult {
+    let baseline = live_bytes.map_or(0, |f| f());
+    let cfg = JoinConfig::default();
+    let bound = i64::try_from(cfg.max_out_of_orderness.as_millis()).unwrap_or(5000);
+    let mut engine = match Engine::new(cfg) {
+        Ok(e) => e,
+        Err(e) => unreachable!("default config is valid: {e}"),
+    };
+    let mut wl = Workload::new(args.workload.clone());
+    let mut out = Output::default();
+    let mut recs: Vec<GenRecord> = Vec::with_capacity(args.batch);
+    let mut res = EngineBenchResult::default();
+    let mut engine_time = Duration::ZERO;
+    let mut gen_time = Duration::ZERO;
+    let mut push_time = Duration::ZERO;
+    let mut max_ts = i64::MIN;
+    let mut best_ratio = None;
+    while res.records < args.records {
+        let n = usize::try_from(args.records - res.records)
+            .unwrap_or(usize::MAX)
+            .min(args.batch);
+        let g0 = Instant::now();
+        let mut buf = Vec::with_capacity(n * 320);
+        recs.clear();
+        max_ts = max_ts.max(wl.fill(n, &mut buf, &mut recs));
+        let buf = Bytes::from(buf);
+        let batch: Vec<InputRecord> = recs
+            .iter()
+            .map(|r| InputRecord {
+                source: r.source,
+                timestamp: Some(r.ts),
+                value: buf.slice(r.range.clone()),
+            })
+            .collect();
+        gen_time += g0.elapsed();
+
+        let t0 = Instant::now();
+        for rec in batch {
+            engine.push(rec, &mut out);
+        }
+        push_time += t0.elapsed();
+        engine.advance_watermark(max_ts - bound, &mut out);
+        res.samples += out.samples.len() as u64;
+        out.clear();
+        engine_time += t0.elapsed();
+
+        res.records += n as u64;
+        drop(buf);
+        let st = engine.stats();
+        if st.pending_keys > res.peak_pending_keys {
+            res.peak_pending_keys = st.pending_keys;
+            res.closed_keys_at_peak = st.closed_keys;
+            res.structure_bytes_per_pending_key =
+                engine.structure_bytes() as f64 / st.pending_keys as f64;
+            if let Some(f) = live_bytes {
+                let held = f().saturating_sub(baseline).saturating_sub(wl.heap_bytes());
+                let held = held.saturating_sub(recs.capacity() * std::mem::size_of::<GenRecord>());
+                let beyond = held as f64 - st.pending_feature_bytes as f64;
+                best_ratio = Some(beyond / st.pending_keys as f64);
+            }
+        }
+    }
+    let c = engine.counters();
+    res.engine_secs = engine_time.as_secs_f64();
+    res.gen_secs = gen_time.as_secs_f64();
+    res.push_secs = push_time.as_secs_f64();
+    res.records_per_s = res.records as f64 / res.engine_secs.max(1e-9);
+    res.samples_per_s = res.samples as f64 / res.engine_secs.max(1e-9);
+    res.bytes_per_pending_key = best_ratio;
+    res.late = c.late;
+    res.dead_letters = c.dead_letters;
+    res.by_reason = [c.samples_idle, c.samples_hard_timeout, c.samples_no_action];
+    res.expired_orphans = c.expired_orphans;
+    res.actions_after_close = c.actions_after_close;
+    res
+}

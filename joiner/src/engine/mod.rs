@@ -1,0 +1,1244 @@
+//! The join engine: a pure, single-threaded state machine with no I/O and no clock.
+//!
+//! The caller feeds it feature and action records ([`Engine::push`]) and watermark advances
+//! ([`Engine::advance_watermark`]); the engine appends closed samples (in `(window_end, key)`
+//! order), dead letters and late records to an [`Output`], keeps [`Counters`], and reports the
+//! low-water offset of every input partition ([`Engine::low_water`]). Time comes only from
+//! records and watermarks, so the same input gives the same samples however it is interleaved
+//! or batched (DESIGN.md section 3, "Determinism").
+//!
+//! # Semantics beyond the letter of DESIGN.md section 3
+//!
+//! The rule is applied per key in event-time order, whatever the arrival order:
+//! * The feature of a key is the one with the smallest `(ts, sample prefix bytes)`; another
+//!   feature whose time falls before the window's end plus `closed_key_retention` is a duplicate.
+//! * A key whose window closed at `D` is remembered until `D + closed_key_retention`: actions with
+//!   a time up to then are "after close" (counted and returned as late records), features are
+//!   duplicates. Records with later times start the key afresh (a new orphan or a new window).
+//! * An orphan action at `a` joins a feature at `tF` only if `tF <= a + hard_timeout` (it would
+//!   have expired before the feature otherwise); orphans that never meet a feature are counted as
+//!   expired when the watermark passes `a + hard_timeout`.
+//! * Exact duplicate actions (same type and ts) are joined once: the copy with the smallest
+//!   `(value, bytes)`, so that the choice does not depend on arrival order; the other copies are
+//!   counted as duplicates. Copies that are not joined (after close, expired) are each counted
+//!   in their own category, so that counters too do not depend on arrival timing.
+//! * Sample `actions` entries carry `type` and `ts` (the action's own time, not clamped), as the
+//!   hand-checked cases expect; values reach the sample through the labels.
+//! * Records of a feature need `features` to be an object if present; a missing `features` or
+//!   id is written as `null` in the sample.
+//! * A record is late when its time is below the watermark; it is counted and returned, never
+//!   applied. A window closes when the watermark is strictly greater than its deadline.
+
+pub mod config;
+pub mod record;
+pub mod timers;
+
+mod arena;
+mod labels;
+mod offsets;
+mod sample;
+mod window;
+
+use std::cmp::Ordering;
+use std::hash::BuildHasher;
+
+use bytes::Bytes;
+use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
+
+pub use config::{Agg, ConfigError, JoinConfig, LabelDef, TimeSource};
+pub use labels::MAX_ACTION_TYPES;
+pub use record::DeadReason;
+pub use sample::{keep_negative, stable_key_hash};
+pub use window::CloseReason;
+
+use arena::Arena;
+use config::WindowsMs;
+use labels::{LabelInput, Labels, Types};
+use offsets::{OffsetTracker, Ticket};
+use record::{FieldNames, Want};
+use timers::TimerWheel;
+
+/// Which input topic a record comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TopicKind {
+    /// The features topic.
+    Feature,
+    /// The actions topic.
+    Action,
+}
+
+impl TopicKind {
+    /// Lower-case name, as used in dead-letter records.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            TopicKind::Feature => "features",
+            TopicKind::Action => "actions",
+        }
+    }
+}
+
+/// Where a record was read: needed for dead letters, late records and low-water offsets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Source {
+    /// Feature or action topic.
+    pub kind: TopicKind,
+    /// Input partition number.
+    pub partition: u32,
+    /// Offset in that partition.
+    pub offset: u64,
+}
+
+/// One input record as read from Kafka.
+#[derive(Debug, Clone)]
+pub struct InputRecord {
+    /// Where it was read.
+    pub source: Source,
+    /// The Kafka record timestamp (used when `time_source = "record"`).
+    pub timestamp: Option<i64>,
+    /// The record value: the JSON bytes.
+    pub value: Bytes,
+}
+
+/// A closed, labelled sample ready to be produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    /// The join key (decoded), for the output record key.
+    pub key: Bytes,
+    /// The sample JSON.
+    pub bytes: Bytes,
+    /// Deadline at which it closed (the `window_end` field).
+    pub window_end: i64,
+    /// Event time of its feature.
+    pub feature_ts: i64,
+    /// Input partition of its feature, hence its output partition.
+    pub partition: u32,
+    /// Why it closed.
+    pub close_reason: CloseReason,
+}
+
+/// A record that cannot be used, with why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetter {
+    /// The original bytes.
+    pub bytes: Bytes,
+    /// Where it was read.
+    pub source: Source,
+    /// Why it is dead.
+    pub reason: DeadReason,
+}
+
+impl DeadLetter {
+    /// The dead-letter record of `schemas/dead-letter.schema.json`: `reason`, `detail`, `topic`,
+    /// `partition`, `offset` and the original as `original` (UTF-8 text) or `original_base64`.
+    pub fn to_json(&self, topic: &str) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.bytes.len() + 160);
+        out.extend_from_slice(b"{\"reason\":\"");
+        out.extend_from_slice(self.reason.code().as_bytes());
+        out.extend_from_slice(b"\",\"detail\":\"");
+        record::escape_into(self.reason.to_string().as_bytes(), &mut out);
+        out.extend_from_slice(b"\",\"topic\":\"");
+        record::escape_into(topic.as_bytes(), &mut out);
+        out.extend_from_slice(b"\",\"partition\":");
+        labels::write_u64(u64::from(self.source.partition), &mut out);
+        out.extend_from_slice(b",\"offset\":");
+        labels::write_u64(self.source.offset, &mut out);
+        match std::str::from_utf8(&self.bytes) {
+            Ok(s) => {
+                out.extend_from_slice(b",\"original\":\"");
+                record::escape_into(s.as_bytes(), &mut out);
+            }
+            Err(_) => {
+                out.extend_from_slice(b",\"original_base64\":\"");
+                sample::base64(&self.bytes, &mut out);
+            }
+        }
+        out.extend_from_slice(b"\"}");
+        out
+    }
+}
+
+/// Why a record went to the late output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LateReason {
+    /// Its event time is below the watermark.
+    BehindWatermark,
+    /// An action for a key whose sample had already closed (rule 4).
+    AfterClose,
+}
+
+/// A valid record that was not joined because it came too late; for the late topic.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LateRecord {
+    /// The original bytes.
+    pub bytes: Bytes,
+    /// Where it was read.
+    pub source: Source,
+    /// Why it is late.
+    pub reason: LateReason,
+}
+
+/// What the engine produced; the caller drains it (and may reuse it: [`Output::clear`]).
+#[derive(Debug, Default)]
+pub struct Output {
+    /// Closed samples, in `(window_end, key)` order within and across calls.
+    pub samples: Vec<Sample>,
+    /// Invalid records.
+    pub dead_letters: Vec<DeadLetter>,
+    /// Late records and actions after close.
+    pub late: Vec<LateRecord>,
+}
+
+impl Output {
+    /// Empties all lists, keeping their capacity.
+    pub fn clear(&mut self) {
+        self.samples.clear();
+        self.dead_letters.clear();
+        self.late.clear();
+    }
+}
+
+/// Monotonic counters for metrics (DESIGN.md section 6).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Counters {
+    /// Feature records pushed.
+    pub features_in: u64,
+    /// Action records pushed.
+    pub actions_in: u64,
+    /// Records turned into dead letters.
+    pub dead_letters: u64,
+    /// Records below the watermark.
+    pub late: u64,
+    /// Second features of a key.
+    pub duplicate_features: u64,
+    /// Exact duplicate actions (same type and ts).
+    pub duplicate_actions: u64,
+    /// Actions that never met their feature.
+    pub expired_orphans: u64,
+    /// Actions for a key whose sample had closed.
+    pub actions_after_close: u64,
+    /// Accepted actions stamped before their feature (counted as at the feature time).
+    pub clock_skew_clamps: u64,
+    /// Samples closed by the idle rule.
+    pub samples_idle: u64,
+    /// Samples closed at the hard deadline.
+    pub samples_hard_timeout: u64,
+    /// Negatives emitted.
+    pub samples_no_action: u64,
+    /// Negatives dropped by down-sampling.
+    pub negatives_sampled_out: u64,
+    /// Records of a key seen on another partition number than its first record (producers not
+    /// partitioning by key).
+    pub partition_mismatch: u64,
+}
+
+/// Current size of the state, for metrics and the benchmark.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    /// Keys with a feature whose window is open.
+    pub pending_keys: u64,
+    /// Keys with only actions waiting for their feature.
+    pub orphan_keys: u64,
+    /// Closed keys still remembered.
+    pub closed_keys: u64,
+    /// Sum of the input sizes of the features of pending keys.
+    pub pending_feature_bytes: u64,
+}
+
+const NO_TICKET: Ticket = Ticket {
+    tracker: u32::MAX,
+    seq: 0,
+};
+const PAGE_BITS: u32 = 12;
+const PAGE: usize = 1 << PAGE_BITS;
+
+/// A stored feature, or (with `raw_len == 0`) just a key. 56 bytes.
+///
+/// Layouts of `raw`: the sample prefix with the key inside it at `key_off > 0` (keys that need
+/// no escaping, the usual case); the decoded key then the prefix (`key_off == 0`); or only the
+/// key (`raw_len == 0`).
+#[derive(Debug, Clone)]
+struct Feat {
+    raw: Bytes,
+    ts: i64,
+    ticket: Ticket,
+    /// Input size of the feature record (0 for a bare key).
+    raw_len: u32,
+    key_len: u16,
+    key_off: u16,
+}
+
+impl Feat {
+    fn key(&self) -> &[u8] {
+        let o = usize::from(self.key_off);
+        &self.raw[o..o + usize::from(self.key_len)]
+    }
+
+    fn prefix(&self) -> &[u8] {
+        if self.key_off == 0 {
+            &self.raw[usize::from(self.key_len)..]
+        } else {
+            &self.raw[..]
+        }
+    }
+
+    /// The deterministic order among features of one key.
+    fn cmp_order(&self, other: &Feat) -> Ordering {
+        self.ts
+            .cmp(&other.ts)
+            .then_with(|| self.prefix().cmp(other.prefix()))
+    }
+}
+
+/// A buffered action.
+#[derive(Debug, Clone)]
+struct Act {
+    ts: i64,
+    value: Option<f64>,
+    type_id: u16,
+    ticket: Ticket,
+    partition: u32,
+    offset: u64,
+    /// Original bytes (for the late topic, if it ends up after close).
+    raw: Bytes,
+}
+
+/// Hints the CPU to load the cache line at `p` (no effect on other targets).
+#[inline(always)]
+fn prefetch(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        // SAFETY: prefetching has no side effects and never faults, whatever the address; SSE
+        // is part of the x86_64 baseline.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast()) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+/// Order of a key's actions: event time, type name, then the preferred copy of exact duplicates
+/// first (no value before a value, smaller value first, then the original bytes).
+fn act_order(types: &Types, a: &Act, b: &Act) -> Ordering {
+    a.ts.cmp(&b.ts)
+        .then_with(|| types.name(a.type_id).cmp(types.name(b.type_id)))
+        .then_with(|| a.value.is_some().cmp(&b.value.is_some()))
+        .then_with(|| a.value.unwrap_or(0.0).total_cmp(&b.value.unwrap_or(0.0)))
+        .then_with(|| a.raw.cmp(&b.raw))
+}
+
+/// Rarely used parts of a key's state, boxed so that the common key (a feature, no action) stays
+/// small.
+#[derive(Debug, Default)]
+struct Extra {
+    /// Actions in `(ts, type name)` order, deduplicated.
+    actions: Vec<Act>,
+    /// Other features of the key not yet resolved.
+    feats: Vec<Feat>,
+    /// Tickets of the accepted actions of a closed window, held until the key is forgotten so
+    /// that a rebuild from the low-water offsets reproduces the same sample.
+    held: Vec<Ticket>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Free,
+    /// Actions only, waiting for a feature; deadline = first action's expiry.
+    Orphans,
+    /// A feature with its window open; deadline = current `D`.
+    Open,
+    /// Window closed; deadline = end of the remembering period.
+    Closed,
+}
+
+/// The state of one key.
+#[derive(Debug)]
+struct Slot {
+    f: Feat,
+    deadline: i64,
+    partition: u32,
+    state: State,
+    extra: Option<Box<Extra>>,
+}
+
+impl Slot {
+    fn free() -> Self {
+        Slot {
+            f: Feat {
+                raw: Bytes::new(),
+                ts: 0,
+                ticket: NO_TICKET,
+                raw_len: 0,
+                key_len: 0,
+                key_off: 0,
+            },
+            deadline: i64::MAX,
+            partition: 0,
+            state: State::Free,
+            extra: None,
+        }
+    }
+
+    fn actions(&self) -> &[Act] {
+        self.extra.as_ref().map_or(&[], |e| &e.actions)
+    }
+}
+
+/// The join engine. See the module documentation.
+#[derive(Debug)]
+pub struct Engine {
+    cfg: JoinConfig,
+    w: WindowsMs,
+    names: FieldNames,
+    types: Types,
+    labels: Labels,
+    /// `{"<key field>":"`, the start of every sample.
+    header: Box<[u8]>,
+    table: HashTable<u32>,
+    hasher: DefaultHashBuilder,
+    pages: Vec<Vec<Slot>>,
+    free: Vec<u32>,
+    timers: TimerWheel,
+    due: Vec<timers::Entry>,
+    trackers: Vec<OffsetTracker>,
+    tracker_ids: HashMap<(TopicKind, u32), u32>,
+    tracker_src: Vec<(TopicKind, u32)>,
+    /// Tracker ids by partition number (feature, action), `u32::MAX` when none: the map lookup
+    /// per record was measurable.
+    tracker_fast: Vec<[u32; 2]>,
+    arena: Arena,
+    out_arena: Arena,
+    key_buf: Vec<u8>,
+    type_buf: Vec<u8>,
+    enc: Vec<u8>,
+    joined: Vec<LabelInput>,
+    wm: i64,
+    counters: Counters,
+    stats: Stats,
+}
+
+/// Result of extracting what the engine needs from a record.
+struct Parsed {
+    fields: record::Fields,
+    ts: i64,
+    type_id: u16,
+}
+
+impl Engine {
+    /// Builds an engine; fails on an invalid config.
+    pub fn new(cfg: JoinConfig) -> Result<Self, ConfigError> {
+        let w = cfg.validate()?;
+        let mut types = Types::default();
+        let labels = Labels::new(&cfg.labels, &mut types);
+        let mut header = b"{\"".to_vec();
+        record::escape_into(cfg.key_field.as_bytes(), &mut header);
+        header.extend_from_slice(b"\":\"");
+        let names = FieldNames {
+            key: cfg.key_field.as_bytes().into(),
+            time: cfg.time_field.as_bytes().into(),
+            read_time: cfg.time_source == TimeSource::Json,
+        };
+        Ok(Self {
+            w,
+            names,
+            types,
+            labels,
+            header: header.into(),
+            table: HashTable::new(),
+            hasher: DefaultHashBuilder::default(),
+            pages: Vec::new(),
+            free: Vec::new(),
+            timers: TimerWheel::new(),
+            due: Vec::new(),
+            trackers: Vec::new(),
+            tracker_ids: HashMap::new(),
+            tracker_src: Vec::new(),
+            tracker_fast: Vec::new(),
+            arena: Arena::new(arena::CHUNK),
+            out_arena: Arena::new(arena::CHUNK),
+            key_buf: Vec::new(),
+            type_buf: Vec::new(),
+            enc: Vec::new(),
+            joined: Vec::new(),
+            wm: i64::MIN,
+            counters: Counters::default(),
+            stats: Stats::default(),
+            cfg,
+        })
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &JoinConfig {
+        &self.cfg
+    }
+
+    /// Counters since creation.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Current state size.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// The watermark last given (`i64::MIN` before any).
+    pub fn watermark(&self) -> i64 {
+        self.wm
+    }
+
+    /// Lowest offset of this input partition still needed by a key the engine holds, or the next
+    /// offset after the last record pushed when nothing is held; `None` if nothing was pushed
+    /// from it. This is what the joiner commits (DESIGN.md section 4). Records of pending, orphan
+    /// and remembered closed keys are all "needed": a rebuild must reproduce them.
+    pub fn low_water(&self, kind: TopicKind, partition: u32) -> Option<u64> {
+        let id = *self.tracker_ids.get(&(kind, partition))?;
+        self.trackers[id as usize].low_water()
+    }
+
+    /// Approximate heap bytes of the engine's own structures (capacity based, excluding stored
+    /// payload bytes and boxed extras). For metrics; the benchmark measures the real figure.
+    pub fn structure_bytes(&self) -> usize {
+        self.pages.len() * PAGE * std::mem::size_of::<Slot>()
+            + self.table.capacity() * (std::mem::size_of::<u32>() + 1)
+            + self.timers.heap_bytes()
+            + self
+                .trackers
+                .iter()
+                .map(OffsetTracker::heap_bytes)
+                .sum::<usize>()
+            + self.free.capacity() * 4
+    }
+
+    fn tracker(&mut self, kind: TopicKind, partition: u32) -> u32 {
+        let k = usize::from(kind == TopicKind::Action);
+        let p = partition as usize;
+        if let Some(&id) = self.tracker_fast.get(p).map(|f| &f[k])
+            && id != u32::MAX
+        {
+            return id;
+        }
+        if let Some(&id) = self.tracker_ids.get(&(kind, partition)) {
+            return id;
+        }
+        if p < 65_536 {
+            if self.tracker_fast.len() <= p {
+                self.tracker_fast.resize(p + 1, [u32::MAX; 2]);
+            }
+            self.tracker_fast[p][k] = u32::try_from(self.trackers.len()).unwrap_or(u32::MAX);
+        }
+        let id = u32::try_from(self.trackers.len()).unwrap_or(u32::MAX);
+        self.trackers.push(OffsetTracker::default());
+        self.tracker_src.push((kind, partition));
+        self.tracker_ids.insert((kind, partition), id);
+        id
+    }
+
+    fn hold(&mut self, tracker: u32, offset: u64) -> Ticket {
+        match self.trackers[tracker as usize].hold(offset) {
+            Some(seq) => Ticket { tracker, seq },
+            None => NO_TICKET,
+        }
+    }
+
+    fn release(&mut self, t: Ticket) {
+        if t != NO_TICKET {
+            self.trackers[t.tracker as usize].release(t.seq);
+        }
+    }
+
+    #[inline]
+    fn slot(&self, idx: u32) -> &Slot {
+        &self.pages[(idx >> PAGE_BITS) as usize][idx as usize & (PAGE - 1)]
+    }
+
+    #[inline]
+    fn slot_mut(&mut self, idx: u32) -> &mut Slot {
+        &mut self.pages[(idx >> PAGE_BITS) as usize][idx as usize & (PAGE - 1)]
+    }
+
+    fn find(&self, hash: u64, key: &[u8]) -> Option<u32> {
+        self.table
+            .find(hash, |&i| self.slot(i).f.key() == key)
+            .copied()
+    }
+
+    fn new_slot(&mut self, slot: Slot, hash: u64) -> u32 {
+        let idx = match self.free.pop() {
+            Some(i) => {
+                *self.slot_mut(i) = slot;
+                i
+            }
+            None => {
+                if self.pages.last().is_none_or(|p| p.len() == PAGE) {
+                    self.pages.push(Vec::with_capacity(PAGE));
+                }
+                let n = self.pages.len() - 1;
+                let page = &mut self.pages[n];
+                page.push(slot);
+                u32::try_from(n * PAGE + page.len() - 1).unwrap_or(u32::MAX)
+            }
+        };
+        let pages = &self.pages;
+        let hasher = &self.hasher;
+        // The hash is not stored (8 bytes per key): a resize recomputes it from the key.
+        self.table.insert_unique(hash, idx, |&i| {
+            hasher.hash_one(
+                pages[(i >> PAGE_BITS) as usize][i as usize & (PAGE - 1)]
+                    .f
+                    .key(),
+            )
+        });
+        idx
+    }
+
+    fn free_slot(&mut self, idx: u32) {
+        let s = std::mem::replace(self.slot_mut(idx), Slot::free());
+        let hash = self.hasher.hash_one(s.f.key());
+        if let Ok(e) = self.table.find_entry(hash, |&i| i == idx) {
+            e.remove();
+        }
+        match s.state {
+            State::Open => {
+                self.stats.pending_keys -= 1;
+                self.stats.pending_feature_bytes -= u64::from(s.f.raw_len);
+            }
+            State::Orphans => self.stats.orphan_keys -= 1,
+            State::Closed => self.stats.closed_keys -= 1,
+            State::Free => {}
+        }
+        self.release(s.f.ticket);
+        if let Some(x) = s.extra {
+            for a in &x.actions {
+                self.release(a.ticket);
+            }
+            for f in &x.feats {
+                self.release(f.ticket);
+            }
+            for &t in &x.held {
+                self.release(t);
+            }
+        }
+        self.free.push(idx);
+    }
+
+    fn set_deadline(&mut self, idx: u32, d: i64) {
+        let s = self.slot_mut(idx);
+        if s.deadline != d {
+            s.deadline = d;
+            self.timers.insert(d, idx);
+        }
+    }
+
+    fn dead(&mut self, rec: InputRecord, reason: DeadReason, out: &mut Output) {
+        self.counters.dead_letters += 1;
+        out.dead_letters.push(DeadLetter {
+            bytes: rec.value,
+            source: rec.source,
+            reason,
+        });
+    }
+
+    /// Parses, checks time; the key ends up in `self.key_buf` if it had to be unescaped.
+    fn parse(&mut self, rec: &InputRecord) -> Result<Parsed, DeadReason> {
+        let want = match rec.source.kind {
+            TopicKind::Feature => Want::Feature,
+            TopicKind::Action => Want::Action,
+        };
+        let b = &rec.value[..];
+        let fields = record::extract(b, &self.names, want)?;
+        let key = fields.key.as_ref().ok_or(DeadReason::MissingKey)?;
+        let ts = match self.cfg.time_source {
+            TimeSource::Json => fields.ts.ok_or(DeadReason::MissingTime)?,
+            TimeSource::Record => match rec.timestamp {
+                Some(t) if (0..=record::MAX_TS).contains(&t) => t,
+                Some(_) => return Err(DeadReason::TimeOutOfRange),
+                None => return Err(DeadReason::MissingRecordTimestamp),
+            },
+        };
+        let key_len = if key.escaped {
+            self.key_buf.clear();
+            record::unescape_into(&b[key.span.clone()], &mut self.key_buf);
+            self.key_buf.len()
+        } else {
+            key.span.len()
+        };
+        if key_len == 0 || key_len > record::MAX_KEY_LEN {
+            return Err(DeadReason::BadKeyLength);
+        }
+        let mut type_id = 0;
+        if want == Want::Action {
+            let t = fields.typ.as_ref().ok_or(DeadReason::MissingType)?;
+            let id = if t.escaped {
+                self.type_buf.clear();
+                record::unescape_into(&b[t.span.clone()], &mut self.type_buf);
+                let name = std::mem::take(&mut self.type_buf);
+                let id = self.types.intern(&name);
+                self.type_buf = name;
+                id
+            } else {
+                self.types.intern(&b[t.span.clone()])
+            };
+            type_id = id.ok_or(DeadReason::TooManyActionTypes)?;
+        }
+        Ok(Parsed {
+            fields,
+            ts,
+            type_id,
+        })
+    }
+
+    /// Feeds one record. Invalid records become dead letters, records below the watermark late
+    /// records; nothing else is output until the watermark moves.
+    pub fn push(&mut self, rec: InputRecord, out: &mut Output) {
+        let src = rec.source;
+        match src.kind {
+            TopicKind::Feature => self.counters.features_in += 1,
+            TopicKind::Action => self.counters.actions_in += 1,
+        }
+        let tracker = self.tracker(src.kind, src.partition);
+        let p = match self.parse(&rec) {
+            Ok(p) => p,
+            Err(reason) => {
+                self.trackers[tracker as usize].consumed(src.offset);
+                return self.dead(rec, reason, out);
+            }
+        };
+        if p.ts < self.wm {
+            self.trackers[tracker as usize].consumed(src.offset);
+            self.counters.late += 1;
+            out.late.push(LateRecord {
+                bytes: rec.value,
+                source: src,
+                reason: LateReason::BehindWatermark,
+            });
+            return;
+        }
+        let mut kb = std::mem::take(&mut self.key_buf);
+        let key_js = p.fields.key.as_ref().map(|k| (k.span.clone(), k.escaped));
+        let key: &[u8] = match key_js {
+            Some((span, false)) => &rec.value[span],
+            _ => &kb,
+        };
+        let hash = self.hasher.hash_one(key);
+        match src.kind {
+            TopicKind::Feature => self.on_feature(&rec, tracker, key, hash, &p),
+            TopicKind::Action => self.on_action(&rec, tracker, key, hash, &p, out),
+        }
+        kb.clear();
+        self.key_buf = kb;
+    }
+
+    fn make_feat(&mut self, rec: &InputRecord, tracker: u32, key: &[u8], p: &Parsed) -> Feat {
+        let plain = record::needs_no_escape(key);
+        let max = sample::prefix_max_len(&self.header, key.len(), &p.fields)
+            + if plain { 0 } else { key.len() };
+        let header = &self.header;
+        let buf = self.arena.begin(max);
+        let key_off = if plain {
+            header.len()
+        } else {
+            buf.extend_from_slice(key);
+            0
+        };
+        sample::write_prefix(header, key, plain, p.ts, &rec.value, &p.fields, buf);
+        let raw = self.arena.finish();
+        let ticket = self.hold(tracker, rec.source.offset);
+        Feat {
+            raw,
+            ts: p.ts,
+            ticket,
+            raw_len: u32::try_from(rec.value.len()).unwrap_or(u32::MAX).max(1),
+            // Keys are at most MAX_KEY_LEN and the header is bounded by the config check.
+            key_len: u16::try_from(key.len()).unwrap_or(u16::MAX),
+            key_off: u16::try_from(key_off).unwrap_or(0),
+        }
+    }
+
+    fn key_only(&mut self, key: &[u8]) -> Feat {
+        Feat {
+            raw: self.arena.copy(key),
+            ts: 0,
+            ticket: NO_TICKET,
+            raw_len: 0,
+            key_len: u16::try_from(key.len()).unwrap_or(u16::MAX),
+            key_off: 0,
+        }
+    }
+
+    fn note_partition(&mut self, idx: u32, partition: u32) {
+        if self.slot(idx).partition != partition {
+            self.counters.partition_mismatch += 1;
+        }
+    }
+
+    /// Makes `f` the open feature of a slot that has none (orphans or after a closed period).
+    fn open_with(&mut self, idx: u32, f: Feat) {
+        self.stats.pending_keys += 1;
+        self.stats.pending_feature_bytes += u64::from(f.raw_len);
+        let s = self.slot_mut(idx);
+        s.f = f;
+        s.state = State::Open;
+        self.refresh_open(idx);
+    }
+
+    /// Recomputes the deadline of an open window after its inputs changed.
+    fn refresh_open(&mut self, idx: u32) {
+        let s = self.slot(idx);
+        let acts = s.actions();
+        let d = window::decide(s.f.ts, acts.len(), |i| acts[i].ts, &self.w);
+        self.set_deadline(idx, d.deadline);
+    }
+
+    fn on_feature(&mut self, rec: &InputRecord, tracker: u32, key: &[u8], hash: u64, p: &Parsed) {
+        let Some(idx) = self.find(hash, key) else {
+            let f = self.make_feat(rec, tracker, key, p);
+            let mut slot = Slot::free();
+            slot.partition = rec.source.partition;
+            let idx = self.new_slot(slot, hash);
+            self.open_with(idx, f);
+            return;
+        };
+        self.note_partition(idx, rec.source.partition);
+        match self.slot(idx).state {
+            State::Orphans => {
+                self.stats.orphan_keys -= 1;
+                let f = self.make_feat(rec, tracker, key, p);
+                self.open_with(idx, f);
+            }
+            State::Open => {
+                let cur_ts = self.slot(idx).f.ts;
+                if p.ts > cur_ts {
+                    // Resolved at close: it may be a duplicate or start a later window.
+                    let f = self.make_feat(rec, tracker, key, p);
+                    let s = self.slot_mut(idx);
+                    s.extra.get_or_insert_default().feats.push(f);
+                    return;
+                }
+                let f = self.make_feat(rec, tracker, key, p);
+                let cmp = f.cmp_order(&self.slot(idx).f);
+                if p.ts == cur_ts {
+                    // Same time: certainly one window; keep the smaller, drop the other.
+                    self.counters.duplicate_features += 1;
+                    if cmp == Ordering::Less {
+                        self.stats.pending_feature_bytes += u64::from(f.raw_len);
+                        let old = std::mem::replace(&mut self.slot_mut(idx).f, f);
+                        self.stats.pending_feature_bytes -= u64::from(old.raw_len);
+                        self.release(old.ticket);
+                    } else {
+                        self.release(f.ticket);
+                    }
+                    return;
+                }
+                // An earlier feature: it becomes the window's feature, the old one waits.
+                self.stats.pending_feature_bytes += u64::from(f.raw_len);
+                let old = std::mem::replace(&mut self.slot_mut(idx).f, f);
+                self.stats.pending_feature_bytes -= u64::from(old.raw_len);
+                self.slot_mut(idx)
+                    .extra
+                    .get_or_insert_default()
+                    .feats
+                    .push(old);
+                self.refresh_open(idx);
+            }
+            State::Closed => {
+                if p.ts <= self.slot(idx).deadline {
+                    self.counters.duplicate_features += 1;
+                    self.trackers[tracker as usize].consumed(rec.source.offset);
+                } else {
+                    let f = self.make_feat(rec, tracker, key, p);
+                    self.slot_mut(idx)
+                        .extra
+                        .get_or_insert_default()
+                        .feats
+                        .push(f);
+                }
+            }
+            State::Free => unreachable!("free slots are not in the table"),
+        }
+    }
+
+    fn on_action(
+        &mut self,
+        rec: &InputRecord,
+        tracker: u32,
+        key: &[u8],
+        hash: u64,
+        p: &Parsed,
+        out: &mut Output,
+    ) {
+        let src = rec.source;
+        let idx = match self.find(hash, key) {
+            Some(idx) => {
+                self.note_partition(idx, src.partition);
+                if self.slot(idx).state == State::Closed && p.ts <= self.slot(idx).deadline {
+                    self.counters.actions_after_close += 1;
+                    self.trackers[tracker as usize].consumed(src.offset);
+                    out.late.push(LateRecord {
+                        bytes: rec.value.clone(),
+                        source: src,
+                        reason: LateReason::AfterClose,
+                    });
+                    return;
+                }
+                idx
+            }
+            None => {
+                let mut slot = Slot::free();
+                slot.partition = src.partition;
+                slot.f = self.key_only(key);
+                slot.state = State::Orphans;
+                self.stats.orphan_keys += 1;
+                self.new_slot(slot, hash)
+            }
+        };
+        let act = Act {
+            ts: p.ts,
+            value: p.fields.value,
+            type_id: p.type_id,
+            ticket: self.hold(tracker, src.offset),
+            partition: src.partition,
+            offset: src.offset,
+            raw: self.arena.copy(&rec.value),
+        };
+        self.insert_action(idx, act);
+        match self.slot(idx).state {
+            State::Open => self.refresh_open(idx),
+            State::Orphans => {
+                let first = self.slot(idx).actions()[0].ts;
+                self.set_deadline(idx, first + self.w.hard);
+            }
+            _ => {}
+        }
+    }
+
+    /// Inserts in [`act_order`] order. Exact duplicates (same ts and type) are all kept here:
+    /// only the first of a run is joined (see [`Engine::close`]); copies that are not joined are
+    /// classified one by one, so counters do not depend on arrival timing.
+    fn insert_action(&mut self, idx: u32, act: Act) {
+        let types = &self.types;
+        let s = &mut self.pages[(idx >> PAGE_BITS) as usize][idx as usize & (PAGE - 1)];
+        let acts = &mut s.extra.get_or_insert_default().actions;
+        let pos = if acts
+            .last()
+            .is_none_or(|l| act_order(types, l, &act) != Ordering::Greater)
+        {
+            acts.len()
+        } else {
+            acts.partition_point(|a| act_order(types, a, &act) != Ordering::Greater)
+        };
+        acts.insert(pos, act);
+    }
+
+    /// Advances the watermark (ignored unless it grows) and closes what is due: samples of
+    /// windows whose deadline is below it (appended in `(window_end, key)` order), expired
+    /// orphans and forgotten closed keys.
+    pub fn advance_watermark(&mut self, watermark: i64, out: &mut Output) {
+        if watermark <= self.wm {
+            return;
+        }
+        self.wm = watermark;
+        let mut due = std::mem::take(&mut self.due);
+        self.timers.pop_due(watermark, &mut due);
+        let first = out.samples.len();
+        // Due slots are scattered in memory: fetch them, and then their payloads, ahead of use.
+        const AHEAD: usize = 8;
+        for i in 0..due.len() {
+            if let Some(&(_, ahead)) = due.get(i + 2 * AHEAD) {
+                prefetch(std::ptr::from_ref(self.slot(ahead)).cast());
+            }
+            if let Some(&(_, ahead)) = due.get(i + AHEAD) {
+                prefetch(self.slot(ahead).f.raw.as_ptr());
+            }
+            let (d, idx) = due[i];
+            let s = self.slot(idx);
+            if s.state != State::Free && s.deadline == d {
+                self.evaluate(idx, out);
+            }
+        }
+        due.clear();
+        self.due = due;
+        out.samples[first..].sort_unstable_by(|a, b| {
+            a.window_end
+                .cmp(&b.window_end)
+                .then_with(|| a.key.cmp(&b.key))
+        });
+    }
+
+    /// Runs one key's state machine as far as the watermark allows.
+    fn evaluate(&mut self, idx: u32, out: &mut Output) {
+        loop {
+            let s = self.slot(idx);
+            if s.deadline >= self.wm {
+                // Not due; every transition below registered its new deadline via set_deadline.
+                return;
+            }
+            match s.state {
+                State::Open => self.close(idx, out),
+                State::Closed => {
+                    if !self.forget_closed(idx) {
+                        return;
+                    }
+                }
+                State::Orphans => {
+                    if !self.expire_orphans(idx) {
+                        return;
+                    }
+                }
+                State::Free => return,
+            }
+        }
+    }
+
+    /// Closes an open window whose deadline the watermark passed.
+    fn close(&mut self, idx: u32, out: &mut Output) {
+        let mut s = std::mem::replace(self.slot_mut(idx), Slot::free());
+        let mut x = s.extra.take().unwrap_or_default();
+        let dec = window::decide(s.f.ts, x.actions.len(), |i| x.actions[i].ts, &self.w);
+        let d = dec.deadline;
+        let until = d + self.w.retention;
+        // Orphans that expired before the feature existed.
+        self.counters.expired_orphans += dec.expired.len() as u64;
+        for a in &x.actions[dec.expired.clone()] {
+            self.release(a.ticket);
+        }
+        // Exact duplicates are adjacent (same ts and type), the preferred copy first.
+        let mut joined = std::mem::take(&mut self.joined);
+        joined.clear();
+        let all_accepted = &x.actions[dec.accepted.clone()];
+        for (i, a) in all_accepted.iter().enumerate() {
+            let dup = i > 0 && {
+                let p = &all_accepted[i - 1];
+                p.ts == a.ts && p.type_id == a.type_id
+            };
+            if dup {
+                self.counters.duplicate_actions += 1;
+            } else {
+                joined.push(LabelInput {
+                    type_id: a.type_id,
+                    value: a.value,
+                    ts: a.ts,
+                });
+            }
+        }
+        let accepted = &joined[..];
+        self.counters.clock_skew_clamps += accepted.iter().filter(|a| a.ts < s.f.ts).count() as u64;
+        let rate = if dec.reason == CloseReason::NoAction {
+            self.cfg.negative_sample_rate
+        } else {
+            1.0
+        };
+        let keep = dec.reason != CloseReason::NoAction || keep_negative(s.f.key(), rate);
+        if keep {
+            match dec.reason {
+                CloseReason::Idle => self.counters.samples_idle += 1,
+                CloseReason::HardTimeout => self.counters.samples_hard_timeout += 1,
+                CloseReason::NoAction => self.counters.samples_no_action += 1,
+            }
+            out.samples
+                .push(self.encode(&s, accepted, d, dec.reason, rate));
+        } else {
+            self.counters.negatives_sampled_out += 1;
+        }
+        self.joined = joined;
+        // Hold the accepted actions' offsets while the key is remembered.
+        x.held.extend(all_accepted.iter().map(|a| a.ticket));
+        let rest = x.actions.split_off(dec.accepted.end);
+        x.actions.clear();
+        for a in rest {
+            if a.ts <= until {
+                self.counters.actions_after_close += 1;
+                self.release(a.ticket);
+                out.late.push(LateRecord {
+                    bytes: a.raw,
+                    source: Source {
+                        kind: TopicKind::Action,
+                        partition: a.partition,
+                        offset: a.offset,
+                    },
+                    reason: LateReason::AfterClose,
+                });
+            } else {
+                x.actions.push(a);
+            }
+        }
+        let mut feats = std::mem::take(&mut x.feats);
+        feats.retain(|f| {
+            if f.ts <= until {
+                self.counters.duplicate_features += 1;
+                if f.ticket != NO_TICKET {
+                    self.trackers[f.ticket.tracker as usize].release(f.ticket.seq);
+                }
+                false
+            } else {
+                true
+            }
+        });
+        x.feats = feats;
+        self.stats.pending_keys -= 1;
+        self.stats.pending_feature_bytes -= u64::from(s.f.raw_len);
+        self.stats.closed_keys += 1;
+        let mut kf = self.key_only(s.f.key());
+        kf.ticket = s.f.ticket;
+        s.f = kf;
+        s.state = State::Closed;
+        // Most keys close with nothing left to remember but the key: no box then.
+        s.extra = (!x.held.is_empty() || !x.actions.is_empty() || !x.feats.is_empty()).then_some(x);
+        *self.slot_mut(idx) = s;
+        self.set_deadline(idx, until);
+    }
+
+    fn encode(
+        &mut self,
+        s: &Slot,
+        accepted: &[LabelInput],
+        d: i64,
+        reason: CloseReason,
+        rate: f64,
+    ) -> Sample {
+        let enc = &mut self.enc;
+        enc.clear();
+        enc.extend_from_slice(b",\"actions\":[");
+        for (i, a) in accepted.iter().enumerate() {
+            if i > 0 {
+                enc.push(b',');
+            }
+            sample::write_action(self.types.escaped(a.type_id), a.ts, enc);
+        }
+        enc.extend_from_slice(b"],\"labels\":");
+        self.labels.write(accepted, enc);
+        sample::write_tail(reason.as_str(), d, rate, enc);
+        let prefix = s.f.prefix();
+        let buf = self.out_arena.begin(prefix.len() + self.enc.len());
+        buf.extend_from_slice(prefix);
+        buf.extend_from_slice(&self.enc);
+        let bytes = self.out_arena.finish();
+        let key = if s.f.key_off != 0 {
+            let o = usize::from(s.f.key_off);
+            bytes.slice(o..o + usize::from(s.f.key_len))
+        } else {
+            self.out_arena.copy(s.f.key())
+        };
+        Sample {
+            key,
+            bytes,
+            window_end: d,
+            feature_ts: s.f.ts,
+            partition: self
+                .tracker_src
+                .get(s.f.ticket.tracker as usize)
+                .map_or(s.partition, |t| t.1),
+            close_reason: reason,
+        }
+    }
+
+    /// End of a closed key's remembering period. Returns whether the slot is still live.
+    fn forget_closed(&mut self, idx: u32) -> bool {
+        let s = self.slot_mut(idx);
+        let ticket = std::mem::replace(&mut s.f.ticket, NO_TICKET);
+        let held = s
+            .extra
+            .as_mut()
+            .map(|x| std::mem::take(&mut x.held))
+            .unwrap_or_default();
+        self.release(ticket);
+        for t in held {
+            self.release(t);
+        }
+        self.stats.closed_keys -= 1;
+        let s = self.slot_mut(idx);
+        let x = s.extra.get_or_insert_default();
+        if !x.feats.is_empty() {
+            // The earliest remaining feature opens the next window.
+            let mut best = 0;
+            for i in 1..x.feats.len() {
+                if x.feats[i].cmp_order(&x.feats[best]) == Ordering::Less {
+                    best = i;
+                }
+            }
+            let f = x.feats.swap_remove(best);
+            s.state = State::Free; // transient, open_with sets Open
+            self.open_with(idx, f);
+            true
+        } else if !x.actions.is_empty() {
+            let first = x.actions[0].ts;
+            s.state = State::Orphans;
+            self.stats.orphan_keys += 1;
+            self.set_deadline(idx, first + self.w.hard);
+            true
+        } else {
+            // Already uncounted above; free_slot leaves the stats of a Free slot alone.
+            s.state = State::Free;
+            self.free_slot(idx);
+            false
+        }
+    }
+
+    /// Expires orphans whose wait ended. Returns whether the slot is still live.
+    fn expire_orphans(&mut self, idx: u32) -> bool {
+        let wm = self.wm;
+        let hard = self.w.hard;
+        let s = self.slot_mut(idx);
+        let x = s.extra.get_or_insert_default();
+        let n = x.actions.iter().take_while(|a| a.ts + hard < wm).count();
+        let gone: Vec<Ticket> = x.actions.drain(..n).map(|a| a.ticket).collect();
+        let next = x.actions.first().map(|a| a.ts + hard);
+        self.counters.expired_orphans += gone.len() as u64;
+        for t in gone {
+            self.release(t);
+        }
+        match next {
+            Some(d) => {
+                self.set_deadline(idx, d);
+                true
+            }
+            None => {
+                self.free_slot(idx);
+                false
+            }
+        }
+    }
+
+    /// Drops all state of one input partition number (both topics), e.g. on rebalance: every key
+    /// holding a record read from it is forgotten, and its low-water offsets are reset
+    /// ([`Engine::low_water`] answers `None` until a record of it is pushed again).
+    pub fn drop_partition(&mut self, partition: u32) {
+        let ids: Vec<u32> = [TopicKind::Feature, TopicKind::Action]
+            .iter()
+            .filter_map(|k| self.tracker_ids.get(&(*k, partition)).copied())
+            .collect();
+        let total = self.pages.iter().map(Vec::len).sum::<usize>();
+        for i in 0..total {
+            let idx = u32::try_from(i).unwrap_or(u32::MAX);
+            let s = self.slot(idx);
+            if s.state == State::Free {
+                continue;
+            }
+            let holds = |t: &Ticket| ids.contains(&t.tracker);
+            let hit = s.partition == partition
+                || holds(&s.f.ticket)
+                || s.extra.as_ref().is_some_and(|x| {
+                    x.actions.iter().any(|a| holds(&a.ticket))
+                        || x.feats.iter().any(|f| holds(&f.ticket))
+                        || x.held.iter().any(holds)
+                });
+            if hit {
+                self.free_slot(idx);
+            }
+        }
+        for id in ids {
+            self.trackers[id as usize] = OffsetTracker::default();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The per-key memory budget (≤ 200 B beyond the feature bytes) rests on these sizes.
+    #[test]
+    fn state_sizes() {
+        assert_eq!(std::mem::size_of::<Feat>(), 56);
+        assert_eq!(std::mem::size_of::<Slot>(), 80);
+    }
+}

@@ -1,0 +1,973 @@
+//! Zero-DOM field extraction from a raw JSON record.
+//!
+//! The hot path reads a handful of top-level fields (key, time, action type and value, the ids and
+//! the span of the `features` object) in one validating pass over the bytes, without building a
+//! tree. Everything it skips is still checked against the JSON grammar, because the `features`
+//! bytes are copied verbatim into samples and must stay valid JSON there.
+
+use std::ops::Range;
+
+/// Why a record was turned into a dead letter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DeadReason {
+    /// The bytes are not UTF-8.
+    #[error("record is not valid UTF-8")]
+    NotUtf8,
+    /// The bytes are not one JSON value (offset of the first error).
+    #[error("record is not valid JSON (error at byte {0})")]
+    NotJson(usize),
+    /// Valid JSON, but not an object.
+    #[error("record is not a JSON object")]
+    NotObject,
+    /// Nesting deeper than [`MAX_DEPTH`].
+    #[error("record nests deeper than {MAX_DEPTH} levels")]
+    TooDeep,
+    /// The same extracted field appears twice in the object.
+    #[error("field appears twice")]
+    DuplicateField,
+    /// No join key field.
+    #[error("missing join key field")]
+    MissingKey,
+    /// The join key is not a string.
+    #[error("join key is not a string")]
+    KeyNotString,
+    /// The join key is empty or longer than [`MAX_KEY_LEN`] bytes.
+    #[error("join key is empty or longer than {MAX_KEY_LEN} bytes")]
+    BadKeyLength,
+    /// No event-time field (and `time_source` is `json`).
+    #[error("missing event-time field")]
+    MissingTime,
+    /// The event time is not an integer.
+    #[error("event time is not an integer")]
+    TimeNotInteger,
+    /// The event time is outside [0, 2^53).
+    #[error("event time is out of range")]
+    TimeOutOfRange,
+    /// `time_source = "record"` but the record carries no timestamp.
+    #[error("record timestamp missing")]
+    MissingRecordTimestamp,
+    /// An action without `type`.
+    #[error("action has no type")]
+    MissingType,
+    /// An action `type` that is not a non-empty string.
+    #[error("action type is not a non-empty string")]
+    TypeNotString,
+    /// An action `value` that is neither a number nor null.
+    #[error("action value is not a number")]
+    ValueNotNumber,
+    /// A feature whose `features` is not an object.
+    #[error("features is not an object")]
+    FeaturesNotObject,
+    /// More distinct action types than the engine interns.
+    #[error("too many distinct action types")]
+    TooManyActionTypes,
+}
+
+impl DeadReason {
+    /// Stable snake_case name, used in dead-letter records and metrics labels.
+    pub fn code(&self) -> &'static str {
+        match self {
+            DeadReason::NotUtf8 => "not_utf8",
+            DeadReason::NotJson(_) => "not_json",
+            DeadReason::NotObject => "not_object",
+            DeadReason::TooDeep => "too_deep",
+            DeadReason::DuplicateField => "duplicate_field",
+            DeadReason::MissingKey => "missing_key",
+            DeadReason::KeyNotString => "key_not_string",
+            DeadReason::BadKeyLength => "bad_key_length",
+            DeadReason::MissingTime => "missing_time",
+            DeadReason::TimeNotInteger => "time_not_integer",
+            DeadReason::TimeOutOfRange => "time_out_of_range",
+            DeadReason::MissingRecordTimestamp => "missing_record_timestamp",
+            DeadReason::MissingType => "missing_type",
+            DeadReason::TypeNotString => "type_not_string",
+            DeadReason::ValueNotNumber => "value_not_number",
+            DeadReason::FeaturesNotObject => "features_not_object",
+            DeadReason::TooManyActionTypes => "too_many_action_types",
+        }
+    }
+}
+
+/// Deepest nesting accepted inside a record.
+pub const MAX_DEPTH: usize = 128;
+/// Longest join key accepted, in bytes (decoded).
+pub const MAX_KEY_LEN: usize = 4096;
+/// Largest event time accepted (2^53 - 1, the largest integer every JSON reader keeps exact).
+pub const MAX_TS: i64 = (1 << 53) - 1;
+
+/// A JSON string as found in the record: the bytes between the quotes.
+#[derive(Debug, Clone)]
+pub(crate) struct JStr {
+    pub(crate) span: Range<usize>,
+    pub(crate) escaped: bool,
+}
+
+/// Which fields to extract, by record kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Want {
+    Feature,
+    Action,
+}
+
+/// The fields extracted from one record.
+#[derive(Debug, Default)]
+pub(crate) struct Fields {
+    pub(crate) key: Option<JStr>,
+    pub(crate) ts: Option<i64>,
+    pub(crate) typ: Option<JStr>,
+    pub(crate) value: Option<f64>,
+    /// Raw JSON values of `request_id`, `user_id`, `item_id`.
+    pub(crate) ids: [Option<Range<usize>>; 3],
+    pub(crate) features: Option<Range<usize>>,
+}
+
+/// Names of the JSON fields that matter.
+#[derive(Debug, Clone)]
+pub(crate) struct FieldNames {
+    pub(crate) key: Box<[u8]>,
+    pub(crate) time: Box<[u8]>,
+    /// Whether the time field is read at all (`time_source = "json"`).
+    pub(crate) read_time: bool,
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// Number of ASCII digits starting at `i` (eight bytes at a time, without branches per byte).
+#[inline(always)]
+fn digit_run(b: &[u8], mut i: usize) -> usize {
+    let start = i;
+    while let Some(w) = b.get(i..i + 8) {
+        let x = u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
+        let t = x ^ (ONES * 0x30);
+        // High bit set in each byte that is not 0..=9 after the xor (carries only move upward,
+        // so the lowest flagged byte is exact).
+        let non = (t.wrapping_add(ONES * 0x76) | t) & HIGHS;
+        if non != 0 {
+            return i - start + (non.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while i < b.len() && b[i].is_ascii_digit() {
+        i += 1;
+    }
+    i - start
+}
+
+/// Offset from `i` of the first `"`, `\` or control byte (or, with `stop_high`, byte of
+/// 0x80 and above), or the remaining length.
+#[inline(always)]
+fn string_run(b: &[u8], mut i: usize, stop_high: bool) -> usize {
+    let high_mask = if stop_high { HIGHS } else { 0 };
+    let start = i;
+    while let Some(w) = b.get(i..i + 8) {
+        let x = u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
+        let q = x ^ (ONES * u64::from(b'"'));
+        let bs = x ^ (ONES * u64::from(b'\\'));
+        let zero = |v: u64| v.wrapping_sub(ONES) & !v;
+        let ctl = x.wrapping_sub(ONES * 0x20) & !x;
+        let hit = ((zero(q) | zero(bs) | ctl) & HIGHS) | (x & high_mask);
+        if hit != 0 {
+            return i - start + (hit.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while i < b.len()
+        && b[i] != b'"'
+        && b[i] != b'\\'
+        && b[i] >= 0x20
+        && (!stop_high || b[i] < 0x80)
+    {
+        i += 1;
+    }
+    i - start
+}
+
+/// One-word check of a short number (sign, digits, at most one fraction, no exponent, fewer
+/// than 8 bytes after the sign): all bytes are classified at once instead of one run after the
+/// other, which shortens the dependency chain through the parser. `None` means "use
+/// [`scan_number`]" (longer numbers, exponents, errors, end of input).
+#[inline(always)]
+fn fast_number(b: &[u8], start: usize) -> Option<(usize, bool)> {
+    let s = start + usize::from(b.get(start) == Some(&b'-'));
+    let w = b.get(s..s + 8)?;
+    let x = u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
+    const LOW7: u64 = ONES * 0x7F;
+    // Exact per-byte tests (no carries cross bytes): digit = (x ^ '0') < 10, dot = x == '.'.
+    let t = x ^ (ONES * 0x30);
+    let digit = !(((t & LOW7) + ONES * 0x76) | t) & HIGHS;
+    let z = x ^ (ONES * u64::from(b'.'));
+    let dot = !(((z & LOW7) + LOW7) | z) & HIGHS;
+    let other = !(digit | dot) & HIGHS;
+    if other == 0 {
+        return None;
+    }
+    let e = (other.trailing_zeros() / 8) as usize; // bytes in the number after the sign
+    let in_num = (1u64 << (8 * e)) - 1;
+    let dots = dot & in_num;
+    let first_digit = digit & 0x80 != 0;
+    let one_dot = dots & dots.wrapping_sub(1) == 0;
+    // A dot must have a digit before and after it (so not at byte 0 or at the last byte).
+    let dot_ok = dots == 0 || ((dots << 8) & in_num != 0 && dots & 0x80 == 0);
+    // "0" may only be followed by the dot or the end.
+    let zero_ok = w[0] != b'0' || e == 1 || w[1] == b'.';
+    let term = w[e] | 0x20;
+    if first_digit && one_dot && dot_ok && zero_ok && term != b'e' {
+        Some((s + e, dots == 0))
+    } else {
+        None
+    }
+}
+
+/// Scans a JSON number starting at `start`: `Ok((end, is_integer))` or `Err(error offset)`.
+#[inline(always)]
+fn scan_number(b: &[u8], start: usize) -> Result<(usize, bool), usize> {
+    // Branch-free sign: signs are random in embeddings and a branch would mispredict.
+    let mut i = start + usize::from(b.get(start) == Some(&b'-'));
+    let int_start = i;
+    let int_len = digit_run(b, i);
+    i += int_len;
+    if int_len == 0 || (int_len > 1 && b[int_start] == b'0') {
+        return Err(int_start);
+    }
+    let mut integer = true;
+    if i < b.len() && b[i] == b'.' {
+        i += 1;
+        let n = digit_run(b, i);
+        if n == 0 {
+            return Err(i);
+        }
+        i += n;
+        integer = false;
+    }
+    if i < b.len() && (b[i] | 0x20) == b'e' {
+        i += 1;
+        if i < b.len() && (b[i] == b'+' || b[i] == b'-') {
+            i += 1;
+        }
+        let n = digit_run(b, i);
+        if n == 0 {
+            return Err(i);
+        }
+        i += n;
+        integer = false;
+    }
+    Ok((i, integer))
+}
+
+struct Scan<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+type R<T> = Result<T, DeadReason>;
+
+impl<'a> Scan<'a> {
+    #[inline]
+    fn ws(&mut self) {
+        while let Some(&c) = self.b.get(self.i) {
+            if c == b' ' || c == b'\n' || c == b'\r' || c == b'\t' {
+                self.i += 1;
+            } else {
+                break;
+            }
+        }
+    }
+
+    #[inline]
+    fn err<T>(&self) -> R<T> {
+        Err(DeadReason::NotJson(self.i))
+    }
+
+    #[inline]
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    /// At a `"`: scans the string, returns its inner span. A plain byte loop: strings in
+    /// records are short, and one pass checks quotes, escapes and control bytes together.
+    #[inline(always)]
+    fn string(&mut self) -> R<JStr> {
+        debug_assert_eq!(self.peek(), Some(b'"'));
+        let b = self.b;
+        let start = self.i + 1;
+        let mut i = start;
+        let mut escaped = false;
+        // Bytes outside strings are ASCII by the grammar; inside, UTF-8 is checked only for
+        // strings that have a byte of 0x80 or more.
+        let mut ascii = true;
+        loop {
+            i += string_run(b, i, ascii);
+            let Some(&c) = b.get(i) else { break };
+            if c == b'"' {
+                if !ascii && std::str::from_utf8(&b[start..i]).is_err() {
+                    return Err(DeadReason::NotUtf8);
+                }
+                self.i = i + 1;
+                return Ok(JStr {
+                    span: start..i,
+                    escaped,
+                });
+            }
+            if c >= 0x80 {
+                ascii = false;
+                continue;
+            }
+            if c == b'\\' {
+                escaped = true;
+                match b.get(i + 1) {
+                    Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => i += 2,
+                    Some(b'u')
+                        if b.get(i + 2..i + 6)
+                            .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) =>
+                    {
+                        i += 6
+                    }
+                    _ => {
+                        self.i = i;
+                        return self.err();
+                    }
+                }
+            } else {
+                // A control byte.
+                self.i = i;
+                return self.err();
+            }
+        }
+        self.i = b.len();
+        self.err()
+    }
+
+    /// Scans a number; returns (span, is_integer).
+    #[inline(always)]
+    fn number(&mut self) -> R<(Range<usize>, bool)> {
+        let start = self.i;
+        match scan_number(self.b, start) {
+            Ok((end, integer)) => {
+                self.i = end;
+                Ok((start..end, integer))
+            }
+            Err(at) => {
+                self.i = at;
+                self.err()
+            }
+        }
+    }
+
+    fn literal(&mut self, lit: &[u8]) -> R<()> {
+        if self.b[self.i..].starts_with(lit) {
+            self.i += lit.len();
+            Ok(())
+        } else {
+            self.err()
+        }
+    }
+
+    /// Skips (and validates) any value at the cursor.
+    #[inline]
+    fn value(&mut self, depth: usize) -> R<()> {
+        match self.peek() {
+            Some(b'"') => self.string().map(drop),
+            Some(b'{') => self.object(depth + 1),
+            Some(b'[') => self.array(depth + 1),
+            Some(b't') => self.literal(b"true"),
+            Some(b'f') => self.literal(b"false"),
+            Some(b'n') => self.literal(b"null"),
+            Some(b'-' | b'0'..=b'9') => self.number().map(drop),
+            _ => self.err(),
+        }
+    }
+
+    fn object(&mut self, depth: usize) -> R<()> {
+        if depth > MAX_DEPTH {
+            return Err(DeadReason::TooDeep);
+        }
+        self.i += 1;
+        self.ws();
+        if self.peek() == Some(b'}') {
+            self.i += 1;
+            return Ok(());
+        }
+        loop {
+            if self.peek() != Some(b'"') {
+                return self.err();
+            }
+            self.string()?;
+            self.ws();
+            if self.peek() != Some(b':') {
+                return self.err();
+            }
+            self.i += 1;
+            self.ws();
+            self.value(depth)?;
+            self.ws();
+            match self.peek() {
+                Some(b',') => {
+                    self.i += 1;
+                    self.ws();
+                }
+                Some(b'}') => {
+                    self.i += 1;
+                    return Ok(());
+                }
+                _ => return self.err(),
+            }
+        }
+    }
+
+    fn array(&mut self, depth: usize) -> R<()> {
+        if depth > MAX_DEPTH {
+            return Err(DeadReason::TooDeep);
+        }
+        self.i += 1;
+        self.ws();
+        if self.peek() == Some(b']') {
+            self.i += 1;
+            return Ok(());
+        }
+        loop {
+            // Fast path for number arrays (embeddings): one combined, predictable test.
+            let c = self.peek().unwrap_or(0);
+            if (c.wrapping_sub(b'0') < 10) | (c == b'-') {
+                // Runs of numbers separated by bare commas stay in this loop, in registers.
+                let b = self.b;
+                let mut i = self.i;
+                loop {
+                    match fast_number(b, i).ok_or(()).or_else(|()| scan_number(b, i)) {
+                        Ok((end, _)) => i = end,
+                        Err(at) => {
+                            self.i = at;
+                            return self.err();
+                        }
+                    }
+                    if b.get(i) == Some(&b',') {
+                        let c = b.get(i + 1).copied().unwrap_or(0);
+                        if (c.wrapping_sub(b'0') < 10) | (c == b'-') {
+                            i += 1;
+                            continue;
+                        }
+                    }
+                    break;
+                }
+                self.i = i;
+            } else {
+                self.value(depth)?;
+            }
+            match self.peek() {
+                Some(b',') => {
+                    self.i += 1;
+                    self.ws();
+                }
+                Some(b']') => {
+                    self.i += 1;
+                    return Ok(());
+                }
+                _ => {
+                    self.ws();
+                    match self.peek() {
+                        Some(b',') => {
+                            self.i += 1;
+                            self.ws();
+                        }
+                        Some(b']') => {
+                            self.i += 1;
+                            return Ok(());
+                        }
+                        _ => return self.err(),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Public entry to the extractor: reads the join key and event time of a record the way the
+/// engine does. Exists for callers that must route or check a record before (or without)
+/// joining it — e.g. the service's partition check — and for the parsing benchmark.
+#[derive(Debug, Clone)]
+pub struct RecordParser {
+    names: FieldNames,
+}
+
+/// Key and time of a record, as read by [`RecordParser`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyAndTime {
+    /// The decoded join key.
+    pub key: Vec<u8>,
+    /// The event time from the JSON (`None` when `time_source = "record"`).
+    pub ts: Option<i64>,
+}
+
+impl RecordParser {
+    /// A parser reading the fields named in `cfg`.
+    pub fn new(cfg: &super::JoinConfig) -> Self {
+        Self {
+            names: FieldNames {
+                key: cfg.key_field.as_bytes().into(),
+                time: cfg.time_field.as_bytes().into(),
+                read_time: cfg.time_source == super::TimeSource::Json,
+            },
+        }
+    }
+
+    /// Validates a record of `kind` and returns its key and time, or why it is a dead letter.
+    pub fn key_and_time(&self, kind: super::TopicKind, b: &[u8]) -> Result<KeyAndTime, DeadReason> {
+        let want = match kind {
+            super::TopicKind::Feature => Want::Feature,
+            super::TopicKind::Action => Want::Action,
+        };
+        let f = extract(b, &self.names, want)?;
+        let k = f.key.ok_or(DeadReason::MissingKey)?;
+        let mut key = Vec::with_capacity(k.span.len());
+        if k.escaped {
+            unescape_into(&b[k.span], &mut key);
+        } else {
+            key.extend_from_slice(&b[k.span]);
+        }
+        if self.names.read_time && f.ts.is_none() {
+            return Err(DeadReason::MissingTime);
+        }
+        if want == Want::Action && f.typ.is_none() {
+            return Err(DeadReason::MissingType);
+        }
+        Ok(KeyAndTime { key, ts: f.ts })
+    }
+}
+
+/// What a top-level field is to the extractor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FieldKind {
+    Key,
+    Time,
+    Type,
+    Value,
+    Features,
+    Id(usize),
+    Other,
+}
+
+/// Classifies a top-level field name (decoding it first if it has escapes), comparing lengths
+/// before bytes: most names match nothing.
+fn classify(b: &[u8], s: &JStr, names: &FieldNames, want: Want) -> FieldKind {
+    let tmp;
+    let name: &[u8] = if s.escaped {
+        let mut v = Vec::new();
+        unescape_into(&b[s.span.clone()], &mut v);
+        tmp = v;
+        &tmp
+    } else {
+        &b[s.span.clone()]
+    };
+    if name.len() == names.key.len() && name == &*names.key {
+        return FieldKind::Key;
+    }
+    if names.read_time && name.len() == names.time.len() && name == &*names.time {
+        return FieldKind::Time;
+    }
+    match (want, name) {
+        (Want::Action, b"type") => FieldKind::Type,
+        (Want::Action, b"value") => FieldKind::Value,
+        (Want::Feature, b"features") => FieldKind::Features,
+        (Want::Feature, b"request_id") => FieldKind::Id(0),
+        (Want::Feature, b"user_id") => FieldKind::Id(1),
+        (Want::Feature, b"item_id") => FieldKind::Id(2),
+        _ => FieldKind::Other,
+    }
+}
+
+/// Extracts the wanted fields of one record in a single validating pass.
+pub(crate) fn extract(b: &[u8], names: &FieldNames, want: Want) -> R<Fields> {
+    let mut s = Scan { b, i: 0 };
+    let mut f = Fields::default();
+    s.ws();
+    if s.peek() != Some(b'{') {
+        // Distinguish "valid JSON but not an object" from garbage.
+        s.value(0)?;
+        s.ws();
+        return if s.i == b.len() {
+            Err(DeadReason::NotObject)
+        } else {
+            s.err()
+        };
+    }
+    s.i += 1;
+    s.ws();
+    let mut more = s.peek() != Some(b'}');
+    if !more {
+        s.i += 1;
+    }
+    let mut seen_time = false;
+    while more {
+        if s.peek() != Some(b'"') {
+            return s.err();
+        }
+        let name = s.string()?;
+        s.ws();
+        if s.peek() != Some(b':') {
+            return s.err();
+        }
+        s.i += 1;
+        s.ws();
+        let vstart = s.i;
+        let kind = classify(b, &name, names, want);
+        if kind == FieldKind::Key {
+            if f.key.is_some() {
+                return Err(DeadReason::DuplicateField);
+            }
+            if s.peek() == Some(b'"') {
+                f.key = Some(s.string()?);
+            } else {
+                s.value(1)?;
+                return Err(finish_err(&mut s, DeadReason::KeyNotString));
+            }
+        } else if kind == FieldKind::Time {
+            if seen_time {
+                return Err(DeadReason::DuplicateField);
+            }
+            seen_time = true;
+            if matches!(s.peek(), Some(b'-' | b'0'..=b'9')) {
+                let (span, integer) = s.number()?;
+                if !integer {
+                    return Err(finish_err(&mut s, DeadReason::TimeNotInteger));
+                }
+                // Digits only (and an optional '-'): parse cannot fail except on overflow.
+                let txt = std::str::from_utf8(&b[span]).map_err(|_| DeadReason::NotUtf8)?;
+                match txt.parse::<i64>() {
+                    Ok(v) if (0..=MAX_TS).contains(&v) => f.ts = Some(v),
+                    _ => return Err(finish_err(&mut s, DeadReason::TimeOutOfRange)),
+                }
+            } else {
+                s.value(1)?;
+                return Err(finish_err(&mut s, DeadReason::TimeNotInteger));
+            }
+        } else if kind == FieldKind::Type {
+            if f.typ.is_some() {
+                return Err(DeadReason::DuplicateField);
+            }
+            if s.peek() == Some(b'"') {
+                let t = s.string()?;
+                if t.span.is_empty() {
+                    return Err(finish_err(&mut s, DeadReason::TypeNotString));
+                }
+                f.typ = Some(t);
+            } else {
+                s.value(1)?;
+                return Err(finish_err(&mut s, DeadReason::TypeNotString));
+            }
+        } else if kind == FieldKind::Value {
+            match s.peek() {
+                Some(b'-' | b'0'..=b'9') => {
+                    let (span, _) = s.number()?;
+                    let txt = std::str::from_utf8(&b[span]).map_err(|_| DeadReason::NotUtf8)?;
+                    match txt.parse::<f64>() {
+                        Ok(v) if v.is_finite() => f.value = Some(v),
+                        _ => return Err(finish_err(&mut s, DeadReason::ValueNotNumber)),
+                    }
+                }
+                Some(b'n') => s.literal(b"null")?,
+                _ => {
+                    s.value(1)?;
+                    return Err(finish_err(&mut s, DeadReason::ValueNotNumber));
+                }
+            }
+        } else if kind == FieldKind::Features {
+            if f.features.is_some() {
+                return Err(DeadReason::DuplicateField);
+            }
+            let is_obj = s.peek() == Some(b'{');
+            s.value(1)?;
+            if !is_obj {
+                return Err(finish_err(&mut s, DeadReason::FeaturesNotObject));
+            }
+            f.features = Some(vstart..s.i);
+        } else if let FieldKind::Id(k) = kind {
+            if f.ids[k].is_some() {
+                return Err(DeadReason::DuplicateField);
+            }
+            s.value(1)?;
+            f.ids[k] = Some(vstart..s.i);
+        } else {
+            s.value(1)?;
+        }
+        s.ws();
+        match s.peek() {
+            Some(b',') => {
+                s.i += 1;
+                s.ws();
+            }
+            Some(b'}') => {
+                s.i += 1;
+                more = false;
+            }
+            _ => return s.err(),
+        }
+    }
+    s.ws();
+    if s.i != b.len() {
+        return s.err();
+    }
+    Ok(f)
+}
+
+/// A semantic error was found; if the rest is not even JSON, report that instead (syntax first).
+fn finish_err(s: &mut Scan<'_>, reason: DeadReason) -> DeadReason {
+    // Validate the remainder of the top-level object so garbage is reported as `not_json`.
+    loop {
+        s.ws();
+        match s.peek() {
+            Some(b',') => {
+                s.i += 1;
+                s.ws();
+                if s.peek() != Some(b'"') || s.string().is_err() {
+                    return DeadReason::NotJson(s.i);
+                }
+                s.ws();
+                if s.peek() != Some(b':') {
+                    return DeadReason::NotJson(s.i);
+                }
+                s.i += 1;
+                s.ws();
+                if let Err(e) = s.value(1) {
+                    return e;
+                }
+            }
+            Some(b'}') => {
+                s.i += 1;
+                s.ws();
+                return if s.i == s.b.len() {
+                    reason
+                } else {
+                    DeadReason::NotJson(s.i)
+                };
+            }
+            _ => return DeadReason::NotJson(s.i),
+        }
+    }
+}
+
+fn hex4(h: &[u8]) -> u32 {
+    h.iter().fold(0u32, |acc, &c| {
+        let d = match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            _ => c - b'A' + 10,
+        };
+        acc * 16 + u32::from(d)
+    })
+}
+
+/// Decodes the inside of a validated JSON string into `out` (appending). Lone surrogates become
+/// U+FFFD, so the result is always UTF-8.
+pub(crate) fn unescape_into(s: &[u8], out: &mut Vec<u8>) {
+    let mut i = 0;
+    while i < s.len() {
+        let Some(off) = memchr::memchr(b'\\', &s[i..]) else {
+            out.extend_from_slice(&s[i..]);
+            return;
+        };
+        out.extend_from_slice(&s[i..i + off]);
+        i += off;
+        let c = s.get(i + 1).copied().unwrap_or(b'\\');
+        i += 2;
+        let ch = match c {
+            b'b' => '\u{8}',
+            b'f' => '\u{c}',
+            b'n' => '\n',
+            b'r' => '\r',
+            b't' => '\t',
+            b'u' if i + 4 <= s.len() => {
+                let hi = hex4(&s[i..i + 4]);
+                i += 4;
+                if (0xD800..0xDC00).contains(&hi)
+                    && s.get(i..i + 2) == Some(b"\\u")
+                    && i + 6 <= s.len()
+                {
+                    let lo = hex4(&s[i + 2..i + 6]);
+                    if (0xDC00..0xE000).contains(&lo) {
+                        i += 6;
+                        char::from_u32(0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00))
+                            .unwrap_or('\u{FFFD}')
+                    } else {
+                        '\u{FFFD}'
+                    }
+                } else {
+                    char::from_u32(hi).unwrap_or('\u{FFFD}')
+                }
+            }
+            other => char::from(other),
+        };
+        let mut buf = [0u8; 4];
+        out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
+    }
+}
+
+/// Whether `s` can be written between JSON quotes as is (no `"`, `\` or control bytes).
+#[inline]
+pub(crate) fn needs_no_escape(s: &[u8]) -> bool {
+    !s.iter().any(|&c| c == b'"' || c == b'\\' || c < 0x20)
+}
+
+/// Appends `s` (UTF-8) as the inside of a JSON string, escaping what JSON requires.
+pub(crate) fn escape_into(s: &[u8], out: &mut Vec<u8>) {
+    for &c in s {
+        match c {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            c if c < 0x20 => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[usize::from(c >> 4)]);
+                out.push(HEX[usize::from(c & 15)]);
+            }
+            c => out.push(c),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names() -> FieldNames {
+        FieldNames {
+            key: b"impression_id".as_slice().into(),
+            time: b"ts".as_slice().into(),
+            read_time: true,
+        }
+    }
+
+    #[test]
+    fn extracts_feature_fields() {
+        let b =
+            br#" {"impression_id":"a\u0062","ts":12,"user_id":7,"features":{"x":[1,{"y":"}"}]}} "#;
+        let f = extract(b, &names(), Want::Feature).unwrap();
+        let k = f.key.unwrap();
+        assert!(k.escaped);
+        let mut out = Vec::new();
+        unescape_into(&b[k.span], &mut out);
+        assert_eq!(out, b"ab");
+        assert_eq!(f.ts, Some(12));
+        assert_eq!(&b[f.ids[1].clone().unwrap()], b"7");
+        assert_eq!(&b[f.features.unwrap()], br#"{"x":[1,{"y":"}"}]}"#);
+    }
+
+    #[test]
+    fn rejects_bad_input() {
+        let n = names();
+        let cases: &[(&[u8], DeadReason)] = &[
+            (b"\xff", DeadReason::NotJson(0)),
+            (b"{\"impression_id\":\"a\xff\"}", DeadReason::NotUtf8),
+            (b"{\"impression_id\":\"a\xc3\"}", DeadReason::NotUtf8),
+            (b"{", DeadReason::NotJson(1)),
+            (b"[1]", DeadReason::NotObject),
+            (br#"{"impression_id":1,"ts":1}"#, DeadReason::KeyNotString),
+            (
+                br#"{"impression_id":"a","ts":1.5}"#,
+                DeadReason::TimeNotInteger,
+            ),
+            (
+                br#"{"impression_id":"a","ts":"1"}"#,
+                DeadReason::TimeNotInteger,
+            ),
+            (
+                br#"{"impression_id":"a","ts":-1}"#,
+                DeadReason::TimeOutOfRange,
+            ),
+            (
+                br#"{"impression_id":"a","ts":1,"features":[]}"#,
+                DeadReason::FeaturesNotObject,
+            ),
+            (
+                br#"{"impression_id":"a","impression_id":"b"}"#,
+                DeadReason::DuplicateField,
+            ),
+            (
+                br#"{"impression_id":"a","ts":1,} "#,
+                DeadReason::NotJson(28),
+            ),
+            (
+                br#"{"impression_id":"a\x","ts":1}"#,
+                DeadReason::NotJson(19),
+            ),
+        ];
+        for (b, want) in cases {
+            assert_eq!(
+                extract(b, &n, Want::Feature).unwrap_err(),
+                *want,
+                "{}",
+                String::from_utf8_lossy(b)
+            );
+        }
+        assert_eq!(
+            extract(
+                br#"{"impression_id":"a","ts":1,"type":3}"#,
+                &n,
+                Want::Action
+            )
+            .unwrap_err(),
+            DeadReason::TypeNotString
+        );
+        assert_eq!(
+            extract(
+                br#"{"impression_id":"a","ts":1,"type":"x","value":"3"}"#,
+                &n,
+                Want::Action
+            )
+            .unwrap_err(),
+            DeadReason::ValueNotNumber
+        );
+    }
+
+    #[test]
+    fn non_ascii_strings_are_accepted_and_kept() {
+        let b = "{\"impression_id\":\"é中\",\"ts\":1,\"features\":{\"t\":\"ü\"}}".as_bytes();
+        let f = extract(b, &names(), Want::Feature).unwrap();
+        assert_eq!(&b[f.key.unwrap().span], "é中".as_bytes());
+    }
+
+    proptest::proptest! {
+        /// The one-word number check agrees with the full scanner whenever it answers.
+        #[test]
+        fn fast_number_agrees_with_scan_number(s in "[-0-9.eE+,\\]]{0,14}") {
+            let b = s.as_bytes();
+            if let Some(fast) = fast_number(b, 0) {
+                proptest::prop_assert_eq!(Ok(fast), scan_number(b, 0), "{}", s);
+            }
+        }
+    }
+
+    #[test]
+    fn fast_number_handles_typical_numbers() {
+        for (s, end, int) in [
+            ("-0.7226,  ", 7, false),
+            ("0,        ", 1, true),
+            ("12345.5]  ", 7, false),
+        ] {
+            assert_eq!(fast_number(s.as_bytes(), 0), Some((end, int)), "{s}");
+        }
+        for s in [
+            "01,     ",
+            "1.,     ",
+            ".5,     ",
+            "1.2.3,  ",
+            "-,      ",
+            "1e5,    ",
+            "1234567890",
+        ] {
+            assert_eq!(fast_number(s.as_bytes(), 0), None, "{s}");
+        }
+    }
+
+    #[test]
+    fn escape_roundtrip() {
+        let s = "a\"b\\c\n\u{1}é";
+        let mut enc = Vec::new();
+        escape_into(s.as_bytes(), &mut enc);
+        let mut dec = Vec::new();
+        unescape_into(&enc, &mut dec);
+        assert_eq!(dec, s.as_bytes());
+    }
+}
