@@ -9,3 +9,5 @@ pub mod cli;
 pub mod engine;
 pub mod metrics;
 pub mod partitioner;
+pub mod config;
+pub mod service;

@@ -808,3 +808,10 @@ fn invalid_configs_are_refused() {
         assert!(Engine::new(cfg.clone()).is_err(), "{cfg:?}");
     }
 }
+
+#[test]
+fn engine_can_move_to_another_thread() {
+    fn assert_send<T: Send + 'static>() {}
+    assert_send::<Engine>();
+    assert_send::<Output>();
+}

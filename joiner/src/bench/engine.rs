@@ -98,6 +98,9 @@ impl EngineBenchResult {
 
 /// Runs the benchmark. `live_bytes` reports current heap bytes (the counting allocator), if any.
 pub fn run(args: &EngineBenchArgs, live_bytes: Option<fn() -> usize>) -> EngineBenchResult {
+    if live_bytes.is_some() {
+        super::alloc::enable_counting();
+    }
     let baseline = live_bytes.map_or(0, |f| f());
     let cfg = JoinConfig::default();
     let bound = i64::try_from(cfg.max_out_of_orderness.as_millis()).unwrap_or(5000);

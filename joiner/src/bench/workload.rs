@@ -41,7 +41,7 @@ pub struct WorkloadConfig {
 impl Default for WorkloadConfig {
     fn default() -> Self {
         Self {
-            impressions_per_s: 2000,
+            impressions_per_s: 1000,
             action_rate: 0.05,
             mean_actions: 1.3,
             feature_bytes: 500,

@@ -52,7 +52,9 @@ pub enum TopicsCommand {
 }
 
 fn parse_key_value(s: &str) -> Result<(String, String), String> {
-    let (k, v) = s.split_once('=').ok_or_else(|| format!("expected key=value, got {s:?}"))?;
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected key=value, got {s:?}"))?;
     Ok((k.to_owned(), v.to_owned()))
 }
 
@@ -63,7 +65,12 @@ pub async fn run(args: TopicsArgs) -> anyhow::Result<()> {
     let mut client = ClientConfig::new();
     client.set("bootstrap.servers", &args.bootstrap);
     match args.command {
-        TopicsCommand::Create { name, partitions, replication, configs } => {
+        TopicsCommand::Create {
+            name,
+            partitions,
+            replication,
+            configs,
+        } => {
             let admin: AdminClient<DefaultClientContext> = client.create()?;
             let mut topic = NewTopic::new(&name, partitions, TopicReplication::Fixed(replication));
             for (k, v) in &configs {
@@ -79,8 +86,14 @@ pub async fn run(args: TopicsArgs) -> anyhow::Result<()> {
         }
         TopicsCommand::List => {
             let consumer: BaseConsumer = client.create()?;
-            let metadata = tokio::task::spawn_blocking(move || consumer.fetch_metadata(None, TIMEOUT)).await??;
-            let mut topics: Vec<_> = metadata.topics().iter().map(|t| (t.name().to_owned(), t.partitions().len())).collect();
+            let metadata =
+                tokio::task::spawn_blocking(move || consumer.fetch_metadata(None, TIMEOUT))
+                    .await??;
+            let mut topics: Vec<_> = metadata
+                .topics()
+                .iter()
+                .map(|t| (t.name().to_owned(), t.partitions().len()))
+                .collect();
             topics.sort();
             for (name, partitions) in topics {
                 println!("{name}\t{partitions} partitions");
@@ -98,25 +111,42 @@ pub async fn run(args: TopicsArgs) -> anyhow::Result<()> {
                     .unwrap_or_default();
                 let watermarks = partitions
                     .into_iter()
-                    .map(|p| consumer.fetch_watermarks(&topic, p, TIMEOUT).map(|w| (p, w)))
+                    .map(|p| {
+                        consumer
+                            .fetch_watermarks(&topic, p, TIMEOUT)
+                            .map(|w| (p, w))
+                    })
                     .collect::<Result<Vec<_>, _>>()?;
                 Ok::<_, rdkafka::error::KafkaError>((metadata, watermarks))
             })
             .await??;
-            let Some(t) = metadata.topics().first() else { anyhow::bail!("no metadata for {name}") };
+            let Some(t) = metadata.topics().first() else {
+                anyhow::bail!("no metadata for {name}")
+            };
             if let Some(e) = t.error() {
                 anyhow::bail!("{name}: {e:?}");
             }
             println!("topic {name}: {} partitions", t.partitions().len());
             for (p, (low, high)) in watermarks {
-                println!("  partition {p}\tstart {low}\tend {high}\trecords {}", high - low);
+                println!(
+                    "  partition {p}\tstart {low}\tend {high}\trecords {}",
+                    high - low
+                );
             }
             let admin: AdminClient<DefaultClientContext> = client.create()?;
             let options = AdminOptions::new().request_timeout(Some(TIMEOUT));
-            for resource in admin.describe_configs(&[ResourceSpecifier::Topic(&name)], &options).await? {
-                let resource = resource.map_err(|e| anyhow::anyhow!("describe configs of {name}: {e}"))?;
+            for resource in admin
+                .describe_configs(&[ResourceSpecifier::Topic(&name)], &options)
+                .await?
+            {
+                let resource =
+                    resource.map_err(|e| anyhow::anyhow!("describe configs of {name}: {e}"))?;
                 for entry in resource.entries {
-                    println!("  config {}={}", entry.name, entry.value.unwrap_or_default());
+                    println!(
+                        "  config {}={}",
+                        entry.name,
+                        entry.value.unwrap_or_default()
+                    );
                 }
             }
         }

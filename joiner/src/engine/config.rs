@@ -263,11 +263,13 @@ fn to_duration<E: serde::de::Error>(r: DurRepr) -> Result<Duration, E> {
     }
 }
 
-fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+pub(crate) fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     to_duration(DurRepr::deserialize(d)?)
 }
 
-fn de_opt_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+pub(crate) fn de_opt_duration<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Duration>, D::Error> {
     Option::<DurRepr>::deserialize(d)?
         .map(to_duration)
         .transpose()

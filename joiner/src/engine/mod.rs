@@ -947,7 +947,11 @@ impl Engine {
                 prefetch(std::ptr::from_ref(self.slot(ahead)).cast());
             }
             if let Some(&(_, ahead)) = due.get(i + AHEAD) {
-                prefetch(self.slot(ahead).f.raw.as_ptr());
+                // The whole payload: it is copied into the sample.
+                let raw = &self.slot(ahead).f.raw;
+                for off in (0..raw.len().min(1024)).step_by(64) {
+                    prefetch(raw[off..].as_ptr());
+                }
             }
             let (d, idx) = due[i];
             let s = self.slot(idx);
