@@ -12,7 +12,7 @@ use serde::Deserialize;
 use crate::engine::config::{JoinConfig, LabelDef, de_duration};
 
 /// Every setting of `recjoin join` / `up` / `replay`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
     /// How to reach Kafka.
@@ -27,19 +27,6 @@ pub struct Settings {
     pub broker: BrokerSettings,
     /// The metrics port.
     pub metrics: MetricsSettings,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Self {
-            kafka: KafkaSettings::default(),
-            topics: TopicNames::default(),
-            join: JoinConfig::default(),
-            labels: None,
-            broker: BrokerSettings::default(),
-            metrics: MetricsSettings::default(),
-        }
-    }
 }
 
 /// `[kafka]`: the cluster and the client.
@@ -183,7 +170,10 @@ impl Settings {
     }
 
     /// Loads from the process environment.
-    pub fn from_env(file: Option<&Path>, overrides: &[(&str, String)]) -> Result<Self, SettingsError> {
+    pub fn from_env(
+        file: Option<&Path>,
+        overrides: &[(&str, String)],
+    ) -> Result<Self, SettingsError> {
         Self::load(file, std::env::vars(), overrides)
     }
 }
@@ -195,7 +185,10 @@ mod tests {
     use std::io::Write;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     #[test]
@@ -209,7 +202,11 @@ mod tests {
         .unwrap();
         let s = Settings::load(
             Some(file.path()),
-            env(&[("RECJOIN__KAFKA__GROUP", "g-env"), ("RECJOIN__JOIN__IDLE_TIMEOUT", "90s"), ("OTHER", "x")]),
+            env(&[
+                ("RECJOIN__KAFKA__GROUP", "g-env"),
+                ("RECJOIN__JOIN__IDLE_TIMEOUT", "90s"),
+                ("OTHER", "x"),
+            ]),
             &[("kafka.bootstrap", "flag:2".to_owned())],
         )
         .unwrap();
@@ -224,13 +221,18 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_named() {
-        let err = Settings::load(None, env(&[("RECJOIN__JOIN__IDEL_TIMEOUT", "1s")]), &[]).unwrap_err();
+        let err =
+            Settings::load(None, env(&[("RECJOIN__JOIN__IDEL_TIMEOUT", "1s")]), &[]).unwrap_err();
         assert!(err.to_string().contains("idel_timeout"), "{err}");
         let mut file = tempfile::NamedTempFile::new().unwrap();
         writeln!(file, "[kafkaa]\nbootstrap = \"x\"").unwrap();
         let err = Settings::load(Some(file.path()), env(&[]), &[]).unwrap_err();
         assert!(err.to_string().contains("kafkaa"), "{err}");
-        let err = Settings::load(None, env(&[("RECJOIN__JOIN__HARD_TIMEOUT", "soon")]), &[]).unwrap_err();
-        assert!(err.to_string().contains("soon") || err.to_string().contains("hard_timeout"), "{err}");
+        let err =
+            Settings::load(None, env(&[("RECJOIN__JOIN__HARD_TIMEOUT", "soon")]), &[]).unwrap_err();
+        assert!(
+            err.to_string().contains("soon") || err.to_string().contains("hard_timeout"),
+            "{err}"
+        );
     }
 }

@@ -6,8 +6,8 @@
 
 pub mod bench;
 pub mod cli;
+pub mod config;
 pub mod engine;
 pub mod metrics;
 pub mod partitioner;
-pub mod config;
 pub mod service;

@@ -24,7 +24,10 @@ pub fn window_end_of(sample: &[u8]) -> Option<i64> {
     const FIELD: &[u8] = b"\"window_end\":";
     let at = sample.windows(FIELD.len()).rposition(|w| w == FIELD)? + FIELD.len();
     let digits = &sample[at..];
-    let end = digits.iter().position(|b| !(b.is_ascii_digit() || *b == b'-')).unwrap_or(digits.len());
+    let end = digits
+        .iter()
+        .position(|b| !(b.is_ascii_digit() || *b == b'-'))
+        .unwrap_or(digits.len());
     std::str::from_utf8(&digits[..end]).ok()?.parse().ok()
 }
 
@@ -45,15 +48,21 @@ pub fn last_sample(
     consumer.assign(&tpl)?;
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
-        let Some(message) = consumer.poll(Duration::from_millis(100)) else { continue };
+        let Some(message) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
         let message = message?;
         if message.offset() != high - 1 {
             continue;
         }
         let payload = message.payload().unwrap_or_default();
-        let window_end = window_end_of(payload)
-            .ok_or_else(|| anyhow::anyhow!("{topic}/{partition} offset {} is not a sample", high - 1))?;
-        return Ok(Some(SampleOrder { window_end, key: message.key().unwrap_or_default().to_vec() }));
+        let window_end = window_end_of(payload).ok_or_else(|| {
+            anyhow::anyhow!("{topic}/{partition} offset {} is not a sample", high - 1)
+        })?;
+        return Ok(Some(SampleOrder {
+            window_end,
+            key: message.key().unwrap_or_default().to_vec(),
+        }));
     }
     anyhow::bail!("timed out reading the last sample of {topic}/{partition}")
 }
@@ -71,8 +80,21 @@ mod tests {
         let tricky = br#"{"features":{"window_end":1},"window_end":99,"sample_rate":1.0}"#;
         assert_eq!(window_end_of(tricky), Some(99));
         assert_eq!(window_end_of(br#"{"window_end":"x"}"#), None);
-        let a = SampleOrder { window_end: 5, key: b"b".to_vec() };
-        assert!(a < SampleOrder { window_end: 5, key: b"c".to_vec() });
-        assert!(a > SampleOrder { window_end: 4, key: b"z".to_vec() });
+        let a = SampleOrder {
+            window_end: 5,
+            key: b"b".to_vec(),
+        };
+        assert!(
+            a < SampleOrder {
+                window_end: 5,
+                key: b"c".to_vec()
+            }
+        );
+        assert!(
+            a > SampleOrder {
+                window_end: 4,
+                key: b"z".to_vec()
+            }
+        );
     }
 }

@@ -45,7 +45,11 @@ impl Watermarks {
     pub fn assign(&mut self, kind: TopicKind, partition: u32, now: Instant) {
         self.partitions.insert(
             (kind, partition),
-            PartitionClock { max_event_time: None, last_record: now, caught_up: false },
+            PartitionClock {
+                max_event_time: None,
+                last_record: now,
+                caught_up: false,
+            },
         );
     }
 
@@ -56,7 +60,13 @@ impl Watermarks {
     }
 
     /// Records that a record with event time `event_time` was read from a partition.
-    pub fn observe(&mut self, kind: TopicKind, partition: u32, event_time: Option<i64>, now: Instant) {
+    pub fn observe(
+        &mut self,
+        kind: TopicKind,
+        partition: u32,
+        event_time: Option<i64>,
+        now: Instant,
+    ) {
         if let Some(p) = self.partitions.get_mut(&(kind, partition)) {
             p.last_record = now;
             p.caught_up = false;
@@ -79,7 +89,8 @@ impl Watermarks {
         let mut min: Option<i64> = None;
         let mut any_active = false;
         for p in self.partitions.values() {
-            let idle = p.caught_up && now.saturating_duration_since(p.last_record) >= self.idle_after;
+            let idle =
+                p.caught_up && now.saturating_duration_since(p.last_record) >= self.idle_after;
             if idle {
                 continue;
             }
@@ -134,7 +145,11 @@ mod tests {
         w.observe(Action, 0, Some(60_000), t0);
         assert_eq!(w.compute(t0, 0), Some(55_000));
         w.observe(Action, 0, Some(50_000), t0);
-        assert_eq!(w.compute(t0, 0), Some(55_000), "max per partition, never backwards");
+        assert_eq!(
+            w.compute(t0, 0),
+            Some(55_000),
+            "max per partition, never backwards"
+        );
     }
 
     #[test]
@@ -146,15 +161,31 @@ mod tests {
         w.observe(Feature, 0, Some(100_000), t0);
         w.observe(Action, 0, Some(60_000), t0);
         w.set_caught_up(Action, 0, true);
-        assert_eq!(w.compute(t0 + IDLE - Duration::from_millis(1), 0), Some(55_000), "not yet idle");
-        assert_eq!(w.compute(t0 + IDLE, 0), Some(95_000), "idle actions partition left out");
+        assert_eq!(
+            w.compute(t0 + IDLE - Duration::from_millis(1), 0),
+            Some(55_000),
+            "not yet idle"
+        );
+        assert_eq!(
+            w.compute(t0 + IDLE, 0),
+            Some(95_000),
+            "idle actions partition left out"
+        );
         w.set_caught_up(Feature, 0, true);
-        assert_eq!(w.compute(t0 + IDLE, 500_000), Some(495_000), "all idle: wall clock");
+        assert_eq!(
+            w.compute(t0 + IDLE, 500_000),
+            Some(495_000),
+            "all idle: wall clock"
+        );
         let mut replay = Watermarks::new(OOO, IDLE, false);
         replay.assign(Feature, 0, t0);
         replay.observe(Feature, 0, Some(100_000), t0);
         replay.set_caught_up(Feature, 0, true);
-        assert_eq!(replay.compute(t0 + IDLE, 500_000), Some(95_000), "replay never uses the wall clock");
+        assert_eq!(
+            replay.compute(t0 + IDLE, 500_000),
+            Some(95_000),
+            "replay never uses the wall clock"
+        );
     }
 
     #[test]
@@ -168,6 +199,10 @@ mod tests {
         w.set_caught_up(Feature, 1, true);
         assert_eq!(w.compute(t0 + IDLE, 0), Some(15_000));
         w.observe(Feature, 1, Some(12_000), t0 + IDLE);
-        assert_eq!(w.compute(t0 + IDLE, 0), Some(15_000), "monotone even when a slow partition wakes");
+        assert_eq!(
+            w.compute(t0 + IDLE, 0),
+            Some(15_000),
+            "monotone even when a slow partition wakes"
+        );
     }
 }
