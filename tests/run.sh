@@ -6,7 +6,14 @@ cd "$(dirname "$0")/.."
 
 # System packages the tests use. Each later test that needs a tool (kcat, Prometheus, ...) adds it
 # here; a test whose tool is missing fails loudly rather than skipping.
-apt_packages=()
+apt_packages=(
+  # kcat: the command-line client of tests/tests/kcat.rs (Debian's build, librdkafka 2.0.2).
+  kcat
+  # The `rdkafka` crate builds its bundled librdkafka (C and C++, ./configure + make) with zlib.
+  build-essential pkg-config zlib1g-dev
+  # Python for the kafka-python / confluent-kafka tests (tests/python/).
+  python3 python3-pip
+)
 missing=()
 for pkg in "${apt_packages[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
@@ -16,6 +23,12 @@ if ((${#missing[@]})); then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 fi
+
+# Python clients of the end-to-end tests, pinned (tests/python/requirements.txt). Idempotent: pip
+# leaves requirements that are already satisfied alone, without going to the network.
+# PIP_BREAK_SYSTEM_PACKAGES lets it install into Debian's own python3 (PEP 668).
+PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install -q --disable-pip-version-check \
+  -r tests/python/requirements.txt
 
 echo "== cargo fmt --check"
 cargo fmt --all --check

@@ -283,6 +283,14 @@ fn registry_creates_deletes_and_grows_topics_durably() {
     append(&p2, 1, &[1, 2, 3], 0);
     manager.create_partitions("features", 5).unwrap();
     assert!(manager.create_partitions("features", 4).is_err());
+    assert!(matches!(
+        manager.create_partitions("features", 1_000_000),
+        Err(StorageError::InvalidPartitions { .. })
+    ));
+    assert!(matches!(
+        manager.create_topic("huge", 4097, BTreeMap::new()),
+        Err(StorageError::InvalidPartitions { .. })
+    ));
     manager.create_topic("gone", 2, BTreeMap::new()).unwrap();
     manager.delete_topic("gone").unwrap();
     assert!(manager.partition("gone", 0).is_none());

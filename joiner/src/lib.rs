@@ -11,3 +11,9 @@ pub mod engine;
 pub mod metrics;
 pub mod partitioner;
 pub mod service;
+pub mod traffic;
+
+/// Wall-clock milliseconds since the epoch (the one clock of the service layer).
+pub fn now_ms() -> i64 {
+    broker_core::log::now_ms()
+}

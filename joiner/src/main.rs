@@ -23,6 +23,12 @@ enum Command {
     Broker(joiner::cli::broker::BrokerArgs),
     /// Topic administration through the Kafka admin API.
     Topics(joiner::cli::topics::TopicsArgs),
+    /// The built-in broker and a joiner in one process (`--demo` adds synthetic traffic).
+    Up(joiner::cli::up::UpArgs),
+    /// One joiner member against any Kafka-compatible cluster.
+    Join(joiner::cli::join::JoinArgs),
+    /// Realistic synthetic features and actions.
+    Gen(joiner::cli::generate::GenArgs),
     /// Benchmarks; each prints one JSON line of results on stdout.
     Bench {
         #[command(subcommand)]
@@ -66,6 +72,18 @@ fn main() -> anyhow::Result<()> {
             what: BenchCommand::Broker(args),
         } => {
             println!("{}", joiner::cli::bench_broker::run(&args)?);
+        }
+        Command::Up(args) => {
+            init_tracing();
+            tokio_runtime()?.block_on(joiner::cli::up::run(args))?;
+        }
+        Command::Join(args) => {
+            init_tracing();
+            tokio_runtime()?.block_on(joiner::cli::join::run(args))?;
+        }
+        Command::Gen(args) => {
+            init_tracing();
+            joiner::cli::generate::main(args)?;
         }
         Command::Topics(args) => tokio_runtime()?.block_on(joiner::cli::topics::run(args))?,
         Command::Broker(args) => {

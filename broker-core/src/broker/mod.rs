@@ -174,7 +174,9 @@ impl Broker {
         };
         let frame = match body {
             RequestBody::ApiVersions(_) => reply(&cluster::api_versions(version, 0), vec![]),
-            RequestBody::Metadata(r) => reply(&cluster::metadata(self, version, r), vec![]),
+            RequestBody::Metadata(r) => {
+                reply(&blocking(|| cluster::metadata(self, version, r)), vec![])
+            }
             RequestBody::FindCoordinator(r) => {
                 reply(&cluster::find_coordinator(self, version, r), vec![])
             }
@@ -187,9 +189,15 @@ impl Broker {
                 reply(&response, files)
             }
             RequestBody::ListOffsets(r) => reply(&list_offsets::list_offsets(self, r), vec![]),
-            RequestBody::CreateTopics(r) => reply(&admin::create_topics(self, version, r), vec![]),
-            RequestBody::DeleteTopics(r) => reply(&admin::delete_topics(self, version, r), vec![]),
-            RequestBody::CreatePartitions(r) => reply(&admin::create_partitions(self, r), vec![]),
+            RequestBody::CreateTopics(r) => {
+                reply(&blocking(|| admin::create_topics(self, version, r)), vec![])
+            }
+            RequestBody::DeleteTopics(r) => {
+                reply(&blocking(|| admin::delete_topics(self, version, r)), vec![])
+            }
+            RequestBody::CreatePartitions(r) => {
+                reply(&blocking(|| admin::create_partitions(self, r)), vec![])
+            }
             RequestBody::DescribeConfigs(r) => {
                 reply(&admin::describe_configs(self, version, r), vec![])
             }
@@ -232,6 +240,19 @@ impl Broker {
             .map_err(|e| BrokerError::Group(e.to_string()));
         self.logs.close()?;
         groups
+    }
+}
+
+/// Runs request handling that may block on the file system for long — creating or deleting
+/// topics makes a directory and an fsync per partition, seconds for a few hundred — with
+/// `block_in_place`, so the other connections this worker thread serves are not stalled meanwhile.
+/// On a current-thread runtime (unit tests) it simply runs `f`.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
     }
 }
 

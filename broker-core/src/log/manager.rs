@@ -23,6 +23,9 @@ const REGISTRY_FILE: &str = "topics.json";
 const DELETE_SUFFIX: &str = "-delete";
 /// Kafka's limit on topic name length.
 const MAX_TOPIC_NAME_LEN: usize = 249;
+/// Most partitions one topic may have: each is a directory and open files, so a request for
+/// millions must be refused rather than attempted (Kafka has no hard limit; this is ours).
+pub const MAX_PARTITIONS: i32 = 4096;
 
 /// Why a topic operation failed; each maps to one Kafka error code in the broker.
 #[derive(Debug, Error)]
@@ -192,7 +195,7 @@ impl LogManager {
         if self.topics.read().contains_key(name) {
             return Err(StorageError::TopicExists(name.to_owned()));
         }
-        if partitions < 1 {
+        if !(1..=MAX_PARTITIONS).contains(&partitions) {
             return Err(invalid_partitions(name, partitions, 0));
         }
         Ok(self.defaults.with_overrides(overrides)?)
@@ -237,7 +240,7 @@ impl LogManager {
             .topic(name)
             .ok_or_else(|| StorageError::UnknownTopic(name.to_owned()))?;
         let have = current.meta.partitions;
-        if total <= have {
+        if total <= have || total > MAX_PARTITIONS {
             return Err(invalid_partitions(name, total, have));
         }
         let mut partitions = current.partitions.clone();

@@ -5,7 +5,11 @@
 //! other commands of the binary — multi-threaded services — pay one read of a never-written flag
 //! per allocation, not a contended atomic add.
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use std::alloc::{GlobalAlloc, Layout};
+
+// Forwards to the broker's allocator, which survives absurd sizes that malformed Kafka requests
+// claim (see `broker_core::alloc`); without it one bad frame could abort the whole process.
+use broker_core::alloc::ReserveLargeAlloc as System;
 use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
 
 static ENABLED: AtomicBool = AtomicBool::new(false);

@@ -2,4 +2,7 @@
 
 pub mod bench_broker;
 pub mod broker;
+pub mod generate;
+pub mod join;
 pub mod topics;
+pub mod up;

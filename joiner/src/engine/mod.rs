@@ -54,7 +54,7 @@ pub use window::CloseReason;
 use arena::Arena;
 use config::WindowsMs;
 use labels::{LabelInput, Labels, Types};
-use offsets::{OffsetTracker, Ticket};
+use offsets::{Guard, Guards, OffsetTracker, Ticket};
 use record::{FieldNames, Want};
 use timers::TimerWheel;
 
@@ -302,6 +302,41 @@ struct Act {
     raw: Bytes,
 }
 
+/// Spreads a 24-bit key hash over 64 bits (see [`Engine::key_hash`]).
+#[inline]
+fn spread_hash(h24: u64) -> u64 {
+    (h24 & 0xFF_FFFF).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+/// Recovers the 24-bit key hash from its spread form (the multiplier is odd, so the low 24 bits
+/// of the product are a bijection of the input's).
+#[inline]
+fn hash24(spread: u64) -> [u8; 3] {
+    // Inverse of the multiplier modulo 2^64 restricted to the low 24 bits.
+    const INV: u64 = mod_inverse(0x9E37_79B9_7F4A_7C15);
+    let h = (spread.wrapping_mul(INV) & 0xFF_FFFF) as u32;
+    let b = h.to_le_bytes();
+    [b[0], b[1], b[2]]
+}
+
+const fn mod_inverse(a: u64) -> u64 {
+    // Newton's iteration: each step doubles the correct low bits (a is odd).
+    let mut x = a;
+    let mut i = 0;
+    while i < 6 {
+        x = x.wrapping_mul(2u64.wrapping_sub(a.wrapping_mul(x)));
+        i += 1;
+    }
+    x
+}
+
+#[inline]
+fn slot_hash(s: &Slot) -> u64 {
+    spread_hash(u64::from(u32::from_le_bytes([
+        s.hash[0], s.hash[1], s.hash[2], 0,
+    ])))
+}
+
 /// Hints the CPU to load the cache line at `p` (no effect on other targets).
 #[inline(always)]
 fn prefetch(p: *const u8) {
@@ -337,6 +372,11 @@ struct Extra {
     /// Tickets of the accepted actions of a closed window, held until the key is forgotten so
     /// that a rebuild from the low-water offsets reproduces the same sample.
     held: Vec<Ticket>,
+    /// Records of the current window that were released but whose re-reading without the
+    /// window's feature and joined actions would change a rebuild: duplicate features and
+    /// actions after close, as (tracker, offset). They become triggers of the key's rebuild
+    /// guard when it is forgotten (see [`offsets::Guards`]).
+    triggers: Vec<(u32, u64)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -357,6 +397,9 @@ struct Slot {
     deadline: i64,
     partition: u32,
     state: State,
+    /// The key's 24-bit table hash ([`Engine::key_hash`]), in what would be padding: the table
+    /// is resized and entries removed without reading keys again.
+    hash: [u8; 3],
     extra: Option<Box<Extra>>,
 }
 
@@ -374,6 +417,7 @@ impl Slot {
             deadline: i64::MAX,
             partition: 0,
             state: State::Free,
+            hash: [0; 3],
             extra: None,
         }
     }
@@ -400,7 +444,11 @@ pub struct Engine {
     timers: TimerWheel,
     due: Vec<timers::Entry>,
     trackers: Vec<OffsetTracker>,
+    /// Rebuild guards of forgotten keys (see [`Engine::low_water`]).
+    guards: Guards,
     tracker_ids: HashMap<(TopicKind, u32), u32>,
+    /// Largest valid event time pushed per tracker (same index), `i64::MIN` when none.
+    max_ts: Vec<i64>,
     tracker_src: Vec<(TopicKind, u32)>,
     /// Tracker ids by partition number (feature, action), `u32::MAX` when none: the map lookup
     /// per record was measurable.
@@ -450,7 +498,9 @@ impl Engine {
             timers: TimerWheel::new(),
             due: Vec::new(),
             trackers: Vec::new(),
+            guards: Guards::default(),
             tracker_ids: HashMap::new(),
+            max_ts: Vec::new(),
             tracker_src: Vec::new(),
             tracker_fast: Vec::new(),
             arena: Arena::new(arena::CHUNK),
@@ -490,9 +540,46 @@ impl Engine {
     /// offset after the last record pushed when nothing is held; `None` if nothing was pushed
     /// from it. This is what the joiner commits (DESIGN.md section 4). Records of pending, orphan
     /// and remembered closed keys are all "needed": a rebuild must reproduce them.
+    ///
+    /// # Rebuild invariant
+    ///
+    /// A fresh engine that re-reads every partition from these offsets (taken at the same
+    /// moment) emits, for every key, either exactly the samples this engine emitted or emits
+    /// after, or nothing for a key whose sample was already emitted: each key's records that
+    /// make or change its sample are re-read **all or none**. Held records ensure it for keys
+    /// still known. For a closed key that was forgotten (after `closed_key_retention`) with
+    /// joined actions, duplicate features or actions after close, the engine keeps a guard:
+    /// per partition, the smallest offset of the key's feature and joined actions, kept as an
+    /// upper bound of that partition's low water for as long as any of the key's records (the
+    /// feature, joined actions, duplicate features, actions after close) is at or above the
+    /// low water of its own partition. Example: a key's feature at features offset 900, its
+    /// click at actions offset 40; after it is forgotten, actions low water stays ≤ 40 until
+    /// the features low water passes 900 (otherwise a rebuild would see the feature without
+    /// the click and emit a `no_action` sample with a later `window_end`), and the features low
+    /// water stays ≤ 900 while the actions low water is ≤ 40 (otherwise the click would come
+    /// back as an orphan and could join a later window of the same key). Guards are dropped
+    /// once inactive; keys with only a feature need none. With the service's suppression of
+    /// samples at or before the last one written per output partition, this gives every sample
+    /// exactly once.
+    ///
+    /// Cost: one pass over the active guards per call (a few per cent of the keys, those with
+    /// actions), repeated while it lowers a low water.
     pub fn low_water(&self, kind: TopicKind, partition: u32) -> Option<u64> {
         let id = *self.tracker_ids.get(&(kind, partition))?;
-        self.trackers[id as usize].low_water()
+        if self.guards.len() == 0 {
+            return self.trackers[id as usize].low_water();
+        }
+        self.guards.low_waters(&self.trackers)[id as usize]
+    }
+
+    /// Largest valid event time pushed from this input partition since it was created or last
+    /// dropped, for the service's per-partition watermarks (so JSON is not parsed twice).
+    pub fn max_event_time(&self, kind: TopicKind, partition: u32) -> Option<i64> {
+        let id = *self.tracker_ids.get(&(kind, partition))?;
+        self.max_ts
+            .get(id as usize)
+            .copied()
+            .filter(|t| *t != i64::MIN)
     }
 
     /// Approximate heap bytes of the engine's own structures (capacity based, excluding stored
@@ -507,6 +594,7 @@ impl Engine {
                 .map(OffsetTracker::heap_bytes)
                 .sum::<usize>()
             + self.free.capacity() * 4
+            + self.guards.heap_bytes()
     }
 
     fn tracker(&mut self, kind: TopicKind, partition: u32) -> u32 {
@@ -528,6 +616,7 @@ impl Engine {
         }
         let id = u32::try_from(self.trackers.len()).unwrap_or(u32::MAX);
         self.trackers.push(OffsetTracker::default());
+        self.max_ts.push(i64::MIN);
         self.tracker_src.push((kind, partition));
         self.tracker_ids.insert((kind, partition), id);
         id
@@ -556,6 +645,15 @@ impl Engine {
         &mut self.pages[(idx >> PAGE_BITS) as usize][idx as usize & (PAGE - 1)]
     }
 
+    /// The table's hash of a key: 24 bits of the hasher's output, spread over 64 bits by an odd
+    /// multiplier (low bits for the bucket, top bits for the tag). Storing only 24 bits keeps the
+    /// slot at 80 bytes; tables beyond 2^24 buckets (about 14 M keys) then share buckets more,
+    /// which costs probes, not correctness.
+    #[inline]
+    fn key_hash(&self, key: &[u8]) -> u64 {
+        spread_hash(self.hasher.hash_one(key) >> 40)
+    }
+
     fn find(&self, hash: u64, key: &[u8]) -> Option<u32> {
         self.table
             .find(hash, |&i| self.slot(i).f.key() == key)
@@ -578,22 +676,17 @@ impl Engine {
                 u32::try_from(n * PAGE + page.len() - 1).unwrap_or(u32::MAX)
             }
         };
+        self.slot_mut(idx).hash = hash24(hash);
         let pages = &self.pages;
-        let hasher = &self.hasher;
-        // The hash is not stored (8 bytes per key): a resize recomputes it from the key.
         self.table.insert_unique(hash, idx, |&i| {
-            hasher.hash_one(
-                pages[(i >> PAGE_BITS) as usize][i as usize & (PAGE - 1)]
-                    .f
-                    .key(),
-            )
+            slot_hash(&pages[(i >> PAGE_BITS) as usize][i as usize & (PAGE - 1)])
         });
         idx
     }
 
     fn free_slot(&mut self, idx: u32) {
         let s = std::mem::replace(self.slot_mut(idx), Slot::free());
-        let hash = self.hasher.hash_one(s.f.key());
+        let hash = slot_hash(&s);
         if let Ok(e) = self.table.find_entry(hash, |&i| i == idx) {
             e.remove();
         }
@@ -619,6 +712,52 @@ impl Engine {
             }
         }
         self.free.push(idx);
+    }
+
+    /// Releases a record of the current window that a rebuild must not re-read without the
+    /// window's feature (a losing duplicate feature), noting it as a guard trigger.
+    fn release_as_trigger(&mut self, idx: u32, t: Ticket) {
+        if t != NO_TICKET {
+            let off = self.trackers[t.tracker as usize].offset_of(t.seq);
+            self.note_trigger(idx, t.tracker, off);
+            self.release(t);
+        }
+    }
+
+    fn note_trigger(&mut self, idx: u32, tracker: u32, offset: u64) {
+        self.slot_mut(idx)
+            .extra
+            .get_or_insert_default()
+            .triggers
+            .push((tracker, offset));
+    }
+
+    /// Registers the rebuild guard of a closed key being forgotten (see [`Engine::low_water`]):
+    /// `feature` and `held` are its still-held feature and joined actions, `triggers` its other
+    /// released records.
+    fn add_guard(&mut self, feature: Ticket, held: &[Ticket], mut triggers: Vec<(u32, u64)>) {
+        let mut needed: Vec<(u32, u64)> = Vec::with_capacity(held.len() + 1);
+        for &t in std::iter::once(&feature).chain(held) {
+            if t != NO_TICKET {
+                needed.push((
+                    t.tracker,
+                    self.trackers[t.tracker as usize].offset_of(t.seq),
+                ));
+            }
+        }
+        if needed.is_empty() {
+            return;
+        }
+        triggers.extend_from_slice(&needed);
+        // Per tracker: the largest trigger offset, the smallest needed offset.
+        triggers.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+        triggers.dedup_by_key(|t| t.0);
+        needed.sort_unstable();
+        needed.dedup_by_key(|t| t.0);
+        self.guards.add(Guard {
+            triggers: triggers.into_boxed_slice(),
+            protects: needed.into_boxed_slice(),
+        });
     }
 
     fn set_deadline(&mut self, idx: u32, d: i64) {
@@ -703,6 +842,8 @@ impl Engine {
                 return self.dead(rec, reason, out);
             }
         };
+        let max_ts = &mut self.max_ts[tracker as usize];
+        *max_ts = (*max_ts).max(p.ts);
         if p.ts < self.wm {
             self.trackers[tracker as usize].consumed(src.offset);
             self.counters.late += 1;
@@ -719,7 +860,7 @@ impl Engine {
             Some((span, false)) => &rec.value[span],
             _ => &kb,
         };
-        let hash = self.hasher.hash_one(key);
+        let hash = self.key_hash(key);
         match src.kind {
             TopicKind::Feature => self.on_feature(&rec, tracker, key, hash, &p),
             TopicKind::Action => self.on_action(&rec, tracker, key, hash, &p, out),
@@ -819,14 +960,15 @@ impl Engine {
                 if p.ts == cur_ts {
                     // Same time: certainly one window; keep the smaller, drop the other.
                     self.counters.duplicate_features += 1;
-                    if cmp == Ordering::Less {
+                    let loser = if cmp == Ordering::Less {
                         self.stats.pending_feature_bytes += u64::from(f.raw_len);
                         let old = std::mem::replace(&mut self.slot_mut(idx).f, f);
                         self.stats.pending_feature_bytes -= u64::from(old.raw_len);
-                        self.release(old.ticket);
+                        old.ticket
                     } else {
-                        self.release(f.ticket);
-                    }
+                        f.ticket
+                    };
+                    self.release_as_trigger(idx, loser);
                     return;
                 }
                 // An earlier feature: it becomes the window's feature, the old one waits.
@@ -844,6 +986,7 @@ impl Engine {
                 if p.ts <= self.slot(idx).deadline {
                     self.counters.duplicate_features += 1;
                     self.trackers[tracker as usize].consumed(rec.source.offset);
+                    self.note_trigger(idx, tracker, rec.source.offset);
                 } else {
                     let f = self.make_feat(rec, tracker, key, p);
                     self.slot_mut(idx)
@@ -873,6 +1016,7 @@ impl Engine {
                 if self.slot(idx).state == State::Closed && p.ts <= self.slot(idx).deadline {
                     self.counters.actions_after_close += 1;
                     self.trackers[tracker as usize].consumed(src.offset);
+                    self.note_trigger(idx, tracker, src.offset);
                     out.late.push(LateRecord {
                         bytes: rec.value.clone(),
                         source: src,
@@ -961,6 +1105,7 @@ impl Engine {
         }
         due.clear();
         self.due = due;
+        self.guards.maybe_prune(&self.trackers);
         out.samples[first..].sort_unstable_by(|a, b| {
             a.window_end
                 .cmp(&b.window_end)
@@ -1051,6 +1196,9 @@ impl Engine {
         for a in rest {
             if a.ts <= until {
                 self.counters.actions_after_close += 1;
+                if a.ticket != NO_TICKET {
+                    x.triggers.push((a.ticket.tracker, a.offset));
+                }
                 self.release(a.ticket);
                 out.late.push(LateRecord {
                     bytes: a.raw,
@@ -1066,11 +1214,14 @@ impl Engine {
             }
         }
         let mut feats = std::mem::take(&mut x.feats);
+        let mut triggers = std::mem::take(&mut x.triggers);
         feats.retain(|f| {
             if f.ts <= until {
                 self.counters.duplicate_features += 1;
                 if f.ticket != NO_TICKET {
-                    self.trackers[f.ticket.tracker as usize].release(f.ticket.seq);
+                    let t = &mut self.trackers[f.ticket.tracker as usize];
+                    triggers.push((f.ticket.tracker, t.offset_of(f.ticket.seq)));
+                    t.release(f.ticket.seq);
                 }
                 false
             } else {
@@ -1078,6 +1229,7 @@ impl Engine {
             }
         });
         x.feats = feats;
+        x.triggers = triggers;
         self.stats.pending_keys -= 1;
         self.stats.pending_feature_bytes -= u64::from(s.f.raw_len);
         self.stats.closed_keys += 1;
@@ -1086,7 +1238,11 @@ impl Engine {
         s.f = kf;
         s.state = State::Closed;
         // Most keys close with nothing left to remember but the key: no box then.
-        s.extra = (!x.held.is_empty() || !x.actions.is_empty() || !x.feats.is_empty()).then_some(x);
+        s.extra = (!x.held.is_empty()
+            || !x.actions.is_empty()
+            || !x.feats.is_empty()
+            || !x.triggers.is_empty())
+        .then_some(x);
         *self.slot_mut(idx) = s;
         self.set_deadline(idx, until);
     }
@@ -1139,11 +1295,14 @@ impl Engine {
     fn forget_closed(&mut self, idx: u32) -> bool {
         let s = self.slot_mut(idx);
         let ticket = std::mem::replace(&mut s.f.ticket, NO_TICKET);
-        let held = s
+        let (held, triggers) = s
             .extra
             .as_mut()
-            .map(|x| std::mem::take(&mut x.held))
+            .map(|x| (std::mem::take(&mut x.held), std::mem::take(&mut x.triggers)))
             .unwrap_or_default();
+        if !held.is_empty() || !triggers.is_empty() {
+            self.add_guard(ticket, &held, triggers);
+        }
         self.release(ticket);
         for t in held {
             self.release(t);
@@ -1229,8 +1388,10 @@ impl Engine {
                 self.free_slot(idx);
             }
         }
+        self.guards.drop_trackers(&ids);
         for id in ids {
             self.trackers[id as usize] = OffsetTracker::default();
+            self.max_ts[id as usize] = i64::MIN;
         }
     }
 }

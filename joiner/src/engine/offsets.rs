@@ -67,6 +67,12 @@ impl OffsetTracker {
         Some(offset as u32)
     }
 
+    /// Full offset of a record still held under `seq`.
+    pub(crate) fn offset_of(&self, seq: u32) -> u64 {
+        let lo = self.base as u32;
+        self.base + u64::from(seq.wrapping_sub(lo))
+    }
+
     /// Releases a held record.
     pub(crate) fn release(&mut self, seq: u32) {
         // The held window starts at `base`; recover the full offset from its low bits.
@@ -101,6 +107,129 @@ impl OffsetTracker {
 
     pub(crate) fn heap_bytes(&self) -> usize {
         self.bits.capacity() * 8
+    }
+}
+
+/// Rebuild guard of one forgotten key (see [`Guards`]): while any of its `triggers` (tracker,
+/// offset) would be re-read, the low water of every tracker in `protects` stays at or below the
+/// offset given there.
+#[derive(Debug)]
+pub(crate) struct Guard {
+    /// Per tracker, the largest offset of a record of the key whose re-reading changes what a
+    /// rebuild emits (its feature, joined actions, duplicate features, actions after close).
+    pub(crate) triggers: Box<[(u32, u64)]>,
+    /// Per tracker, the smallest offset of the records the key's sample was made of.
+    pub(crate) protects: Box<[(u32, u64)]>,
+}
+
+/// Rebuild guards of forgotten keys, and the low-water offsets they imply.
+///
+/// A key forgotten after its window closed no longer holds its records, so committed low-water
+/// offsets can later fall between them: a rebuild would then re-read part of the key (its
+/// feature without some joined action, or its actions without the feature) and emit a sample
+/// that differs from the one already written. A guard keeps, while any record of the key can
+/// still be re-read, the low water of each partition at or below the key's earliest record
+/// there, so that the key is re-read whole or not at all.
+///
+/// The effective low waters are the largest fixpoint below the trackers' own ones: a guard is
+/// active when some trigger offset is at or above the effective low water of its tracker, and
+/// an active guard caps the low waters of its protected trackers. An inactive guard can never
+/// become active again (trackers' own low waters only grow and every later guard protects
+/// offsets at or above them), so it is pruned.
+#[derive(Debug, Default)]
+pub(crate) struct Guards {
+    list: Vec<Guard>,
+    /// Length after the last prune (prunes run when the list has doubled).
+    pruned_len: usize,
+}
+
+impl Guards {
+    pub(crate) fn add(&mut self, g: Guard) {
+        self.list.push(g);
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    /// Effective low waters given the trackers' own (`None`: tracker never seen); returns the
+    /// activity of each guard too.
+    fn fixpoint(&self, own: &mut [Option<u64>]) -> Vec<bool> {
+        let mut active = vec![false; self.list.len()];
+        loop {
+            let mut changed = false;
+            for (g, a) in self.list.iter().zip(active.iter_mut()) {
+                if *a {
+                    continue;
+                }
+                let hit = g.triggers.iter().any(|&(t, x)| {
+                    own.get(t as usize)
+                        .copied()
+                        .flatten()
+                        .is_some_and(|lw| lw <= x)
+                });
+                if hit {
+                    *a = true;
+                    for &(t, y) in g.protects.iter() {
+                        if let Some(Some(lw)) = own.get_mut(t as usize)
+                            && *lw > y
+                        {
+                            *lw = y;
+                            changed = true;
+                        }
+                    }
+                }
+            }
+            if !changed {
+                return active;
+            }
+        }
+    }
+
+    /// Effective low waters of all trackers.
+    pub(crate) fn low_waters(&self, trackers: &[OffsetTracker]) -> Vec<Option<u64>> {
+        let mut own: Vec<Option<u64>> = trackers.iter().map(OffsetTracker::low_water).collect();
+        if !self.list.is_empty() {
+            self.fixpoint(&mut own);
+        }
+        own
+    }
+
+    /// Drops inactive guards once the list has doubled since the last prune (amortised O(1)
+    /// per guard).
+    pub(crate) fn maybe_prune(&mut self, trackers: &[OffsetTracker]) {
+        if self.list.len() < 64.max(2 * self.pruned_len) {
+            return;
+        }
+        self.prune(trackers);
+    }
+
+    pub(crate) fn prune(&mut self, trackers: &[OffsetTracker]) {
+        let mut own: Vec<Option<u64>> = trackers.iter().map(OffsetTracker::low_water).collect();
+        let active = self.fixpoint(&mut own);
+        let mut it = active.into_iter();
+        self.list.retain(|_| it.next().unwrap_or(true));
+        self.pruned_len = self.list.len();
+    }
+
+    /// Forgets the guards that mention any of `trackers` (their partition was dropped).
+    pub(crate) fn drop_trackers(&mut self, trackers: &[u32]) {
+        self.list.retain(|g| {
+            !g.triggers
+                .iter()
+                .chain(g.protects.iter())
+                .any(|(t, _)| trackers.contains(t))
+        });
+        self.pruned_len = self.pruned_len.min(self.list.len());
+    }
+
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.list.capacity() * std::mem::size_of::<Guard>()
+            + self
+                .list
+                .iter()
+                .map(|g| (g.triggers.len() + g.protects.len()) * 16)
+                .sum::<usize>()
     }
 }
 

@@ -255,6 +255,179 @@ fn scan_number(b: &[u8], start: usize) -> Result<(usize, bool), usize> {
     Ok((i, integer))
 }
 
+/// Per-byte class masks of one 8-byte word, one bit per byte (byte k → bit k): digits, the
+/// digit `0`, `-`, `.` and `,`.
+#[inline(always)]
+fn classify_word(x: u64) -> [u64; 5] {
+    const LOW7: u64 = ONES * 0x7F;
+    // Exact per-byte tests: no carry crosses a byte boundary.
+    let eq = |c: u8| {
+        let z = x ^ (ONES * u64::from(c));
+        !(((z & LOW7) + LOW7) | z) & HIGHS
+    };
+    let t = x ^ (ONES * 0x30);
+    let digit = !(((t & LOW7) + ONES * 0x76) | t) & HIGHS;
+    // Gathers the high bit of every byte into the top byte (byte k → bit 56 + k), then down.
+    let pack = |m: u64| ((m >> 7).wrapping_mul(0x0102_0408_1020_4080)) >> 56;
+    [
+        pack(digit),
+        pack(eq(b'0')),
+        pack(eq(b'-')),
+        pack(eq(b'.')),
+        pack(eq(b',')),
+    ]
+}
+
+/// Class masks ([`classify_word`]) of the 64 bytes at `i` (bytes past the input are "other");
+/// stops early after the first 8- or 16-byte group holding a byte outside the number classes.
+#[inline(always)]
+fn classify_block(b: &[u8], i: usize) -> [u64; 5] {
+    let out = [0u64; 5];
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: SSE2 is part of the x86_64 baseline, so the target feature is always present.
+    return unsafe { classify_block_sse2(b, i, out) };
+    #[allow(unreachable_code)]
+    classify_words(b, i, 0, out)
+}
+
+/// [`classify_block`] with SSE2 (part of the x86_64 baseline), 16 bytes at a time.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse2")]
+fn classify_block_sse2(b: &[u8], i: usize, mut out: [u64; 5]) -> [u64; 5] {
+    use std::arch::x86_64::{
+        _mm_cmpeq_epi8, _mm_min_epu8, _mm_movemask_epi8, _mm_set_epi64x, _mm_set1_epi8,
+        _mm_sub_epi8,
+    };
+    let mut k = 0;
+    while k < 4 {
+        let at = i + 16 * k;
+        let Some(w) = b.get(at..at + 16) else { break };
+        let lo = u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
+        let hi = u64::from_le_bytes([w[8], w[9], w[10], w[11], w[12], w[13], w[14], w[15]]);
+        // SSE2 is part of the x86_64 baseline; these intrinsics take no pointers.
+        let x = _mm_set_epi64x(hi as i64, lo as i64);
+        let t = _mm_sub_epi8(x, _mm_set1_epi8(b'0' as i8));
+        let digit = _mm_cmpeq_epi8(_mm_min_epu8(t, _mm_set1_epi8(9)), t);
+        let mask = |v| u64::from(_mm_movemask_epi8(v) as u16);
+        let eq = |c: u8| mask(_mm_cmpeq_epi8(x, _mm_set1_epi8(c as i8)));
+        let sh = 16 * k;
+        let (wd, wm, wp, wc) = (mask(digit), eq(b'-'), eq(b'.'), eq(b','));
+        out[0] |= wd << sh;
+        out[1] |= eq(b'0') << sh;
+        out[2] |= wm << sh;
+        out[3] |= wp << sh;
+        out[4] |= wc << sh;
+        k += 1;
+        if (wd | wm | wp | wc) != 0xFFFF {
+            return out;
+        }
+    }
+    if k == 4 {
+        return out;
+    }
+    // Fewer than 16 bytes left: finish with words.
+    classify_words(b, i + 16 * k, 16 * k, out)
+}
+
+/// [`classify_block`] with 8-byte words, from bit `from` of the block on.
+#[inline(always)]
+fn classify_words(b: &[u8], i: usize, from: usize, mut out: [u64; 5]) -> [u64; 5] {
+    let mut sh = from;
+    let mut at = i;
+    while sh < 64 {
+        let x = match b.get(at..at + 8) {
+            Some(w) => u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]),
+            None => {
+                let mut w = [0u8; 8];
+                let tail = b.get(at..).unwrap_or(&[]);
+                w[..tail.len()].copy_from_slice(tail);
+                u64::from_le_bytes(w)
+            }
+        };
+        let cls = classify_word(x);
+        for (o, v) in out.iter_mut().zip(cls) {
+            *o |= v << sh;
+        }
+        if (cls[0] | cls[2] | cls[3] | cls[4]) != 0xFF {
+            break;
+        }
+        sh += 8;
+        at += 8;
+    }
+    out
+}
+
+/// Validates a run of comma-separated numbers without exponents (the usual embedding array)
+/// starting at `start`, 64 bytes at a time with bit masks instead of number by number. Returns
+/// the end of the run when it is a valid list `-?(0|[1-9][0-9]*)(\.[0-9]+)?(,…)*` followed by
+/// `]` or whitespace; `None` (nothing decided) otherwise, and the caller scans number by number.
+fn number_run(b: &[u8], start: usize) -> Option<usize> {
+    let mut i = start;
+    // Carries of "the byte before this block" for the look-behind rules; the run starts a token.
+    let mut prev_digit = 0u64;
+    let mut prev_minus = 0u64;
+    let mut prev_dot = 0u64;
+    let mut prev_comma = 1u64;
+    let mut prev_zero_start = 0u64;
+    let mut frac_carry = false;
+    loop {
+        let [d, z, m, p, c] = classify_block(b, i);
+        let class = d | m | p | c;
+        // Bytes of the run in this block.
+        let len = (!class).trailing_zeros();
+        let valid = if len == 64 {
+            u64::MAX
+        } else {
+            (1u64 << len) - 1
+        };
+        let (d, z, m, p, c) = (d & valid, z & valid, m & valid, p & valid, c & valid);
+        let tok = (c << 1) | prev_comma; // token starts
+        let after_minus = (m << 1) | prev_minus;
+        let after_dot = (p << 1) | prev_dot;
+        let before_digit = (d << 1) | prev_digit; // previous byte is a digit
+        let num_start = d & (tok | after_minus);
+        let lead_zero = num_start & z;
+        // Terminators of the digit runs after each dot (carry through the run by addition).
+        let (s1, o1) = after_dot.overflowing_add(d);
+        let (sum, o2) = s1.overflowing_add(u64::from(frac_carry));
+        let frac_end = sum & !d;
+        let bad = (m & !tok)
+            | (after_minus & !d)
+            | (tok & !(d | m))
+            | (p & !before_digit)
+            | (after_dot & !d)
+            | (c & !before_digit)
+            | ((((lead_zero << 1) | prev_zero_start) & d) & valid)
+            | (frac_end & p);
+        if bad & valid != 0 {
+            return None;
+        }
+        if len < 64 {
+            let end = i + len as usize;
+            // The last byte must end a number, and what follows must end the array or be space.
+            if len == 0 && end == start {
+                return None;
+            }
+            let last_digit = if len == 0 {
+                prev_digit == 1
+            } else {
+                d >> (len - 1) & 1 == 1
+            };
+            return match b.get(end) {
+                Some(b']' | b' ' | b'\n' | b'\r' | b'\t') if last_digit => Some(end),
+                _ => None,
+            };
+        }
+        prev_digit = d >> 63;
+        prev_minus = m >> 63;
+        prev_dot = p >> 63;
+        prev_comma = c >> 63;
+        prev_zero_start = lead_zero >> 63;
+        frac_carry = o1 || o2;
+        i += 64;
+    }
+}
+
 struct Scan<'a> {
     b: &'a [u8],
     i: usize,
@@ -428,7 +601,13 @@ impl<'a> Scan<'a> {
         loop {
             // Fast path for number arrays (embeddings): one combined, predictable test.
             let c = self.peek().unwrap_or(0);
-            if (c.wrapping_sub(b'0') < 10) | (c == b'-') {
+            if let Some(end) = ((c.wrapping_sub(b'0') < 10) | (c == b'-'))
+                .then(|| number_run(self.b, self.i))
+                .flatten()
+            {
+                // A whole run of plain numbers checked at once (see `number_run`).
+                self.i = end;
+            } else if (c.wrapping_sub(b'0') < 10) | (c == b'-') {
                 // Runs of numbers separated by bare commas stay in this loop, in registers.
                 let b = self.b;
                 let mut i = self.i;
@@ -836,6 +1015,83 @@ mod tests {
             key: b"impression_id".as_slice().into(),
             time: b"ts".as_slice().into(),
             read_time: true,
+        }
+    }
+
+    /// `number_run` against serde_json on number lists and near misses: whatever it accepts is
+    /// a valid array body ending where it says, and plain valid lists are accepted.
+    fn check_number_run(body: &str) {
+        let text = format!("{body}]");
+        let b = text.as_bytes();
+        let oracle = serde_json::from_str::<serde_json::Value>(&format!("[{text}"));
+        match number_run(b, 0) {
+            Some(end) => {
+                assert!(body[end..].trim().is_empty(), "{body:?} ended at {end}");
+                assert!(oracle.is_ok(), "accepted invalid {body:?}");
+            }
+            None => {
+                let plain = !body.is_empty()
+                    && !body.contains(['e', 'E', '+', ' '])
+                    && body.starts_with(|c: char| c == '-' || c.is_ascii_digit());
+                assert!(!(plain && oracle.is_ok()), "refused valid {body:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn number_run_cases() {
+        for body in [
+            "1",
+            "0",
+            "-0",
+            "0.5",
+            "-0.1234,0.9,-12.5,7",
+            "01",
+            "-",
+            "1.",
+            ".5",
+            "1..2",
+            "1.2.3",
+            "1,,2",
+            "1,",
+            "-,1",
+            "1.-2",
+            "00",
+            "-01",
+            "0.0,10,100.001",
+            "1e5",
+            "1 ",
+            "2,-3.25",
+        ] {
+            check_number_run(body);
+        }
+        // Block boundaries: runs of every length around 64 and 128 bytes.
+        for n in 1..200 {
+            let body: String = (0..n).map(|i| if i % 7 == 3 { ',' } else { '9' }).collect();
+            if !body.ends_with(',') && !body.contains(",,") {
+                check_number_run(&body);
+            }
+            check_number_run(&format!("{}.5.1", "1".repeat(n)));
+            check_number_run(&format!("{}0.{}", "-".repeat(n % 2), "1".repeat(n)));
+            check_number_run(&format!("{},0{}", "1".repeat(n), "1".repeat(n % 3)));
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+        #[test]
+        fn number_run_agrees_with_serde_json(body in "[-0-9.,]{1,150}") {
+            check_number_run(&body);
+        }
+
+        #[test]
+        fn number_run_accepts_generated_lists(nums in proptest::collection::vec((proptest::bool::ANY, 0u64..100_000, proptest::option::of(0u64..100_000)), 1..60)) {
+            let body: Vec<String> = nums
+                .iter()
+                .map(|(neg, i, f)| format!("{}{i}{}", if *neg { "-" } else { "" }, f.map(|f| format!(".{f}")).unwrap_or_default()))
+                .collect();
+            let body = body.join(",");
+            proptest::prop_assert_eq!(number_run(format!("{body}]").as_bytes(), 0), Some(body.len()));
         }
     }
 

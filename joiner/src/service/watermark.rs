@@ -1,7 +1,7 @@
 //! The joiner's event-time watermark (DESIGN.md section 3): per assigned input partition, the
 //! largest event time seen minus `max_out_of_orderness`; overall, the minimum over the assigned
-//! partitions of both topics. A partition that is caught up and silent for
-//! `idle_partition_timeout` is left out; when every partition is idle, the watermark follows the
+//! partitions of both topics. A partition silent for `idle_partition_timeout` is left out: the
+//! consumer fetches every assigned partition continuously, so a silent one is caught up; when every partition is idle, the watermark follows the
 //! wall clock in live mode (so samples are still emitted when traffic stops) and stays put in
 //! replay mode. Pure bookkeeping: the caller passes in times, so tests control the clock.
 
@@ -15,7 +15,6 @@ use crate::engine::TopicKind;
 struct PartitionClock {
     max_event_time: Option<i64>,
     last_record: Instant,
-    caught_up: bool,
 }
 
 /// Event-time progress of the assigned input partitions.
@@ -41,14 +40,13 @@ impl Watermarks {
         }
     }
 
-    /// Starts tracking a newly assigned partition (silent and not caught up until told).
+    /// Starts tracking a newly assigned partition (its silence counts from now).
     pub fn assign(&mut self, kind: TopicKind, partition: u32, now: Instant) {
         self.partitions.insert(
             (kind, partition),
             PartitionClock {
                 max_event_time: None,
                 last_record: now,
-                caught_up: false,
             },
         );
     }
@@ -69,17 +67,9 @@ impl Watermarks {
     ) {
         if let Some(p) = self.partitions.get_mut(&(kind, partition)) {
             p.last_record = now;
-            p.caught_up = false;
             if let Some(t) = event_time {
                 p.max_event_time = Some(p.max_event_time.map_or(t, |m| m.max(t)));
             }
-        }
-    }
-
-    /// Records whether a partition's read position has reached its end.
-    pub fn set_caught_up(&mut self, kind: TopicKind, partition: u32, caught_up: bool) {
-        if let Some(p) = self.partitions.get_mut(&(kind, partition)) {
-            p.caught_up = caught_up;
         }
     }
 
@@ -89,8 +79,7 @@ impl Watermarks {
         let mut min: Option<i64> = None;
         let mut any_active = false;
         for p in self.partitions.values() {
-            let idle =
-                p.caught_up && now.saturating_duration_since(p.last_record) >= self.idle_after;
+            let idle = now.saturating_duration_since(p.last_record) >= self.idle_after;
             if idle {
                 continue;
             }
@@ -158,9 +147,9 @@ mod tests {
         let mut w = Watermarks::new(OOO, IDLE, true);
         w.assign(Feature, 0, t0);
         w.assign(Action, 0, t0);
-        w.observe(Feature, 0, Some(100_000), t0);
         w.observe(Action, 0, Some(60_000), t0);
-        w.set_caught_up(Action, 0, true);
+        let later = t0 + Duration::from_secs(20);
+        w.observe(Feature, 0, Some(100_000), later);
         assert_eq!(
             w.compute(t0 + IDLE - Duration::from_millis(1), 0),
             Some(55_000),
@@ -169,18 +158,16 @@ mod tests {
         assert_eq!(
             w.compute(t0 + IDLE, 0),
             Some(95_000),
-            "idle actions partition left out"
+            "silent actions partition left out"
         );
-        w.set_caught_up(Feature, 0, true);
         assert_eq!(
-            w.compute(t0 + IDLE, 500_000),
+            w.compute(later + IDLE, 500_000),
             Some(495_000),
-            "all idle: wall clock"
+            "all silent: wall clock"
         );
         let mut replay = Watermarks::new(OOO, IDLE, false);
         replay.assign(Feature, 0, t0);
         replay.observe(Feature, 0, Some(100_000), t0);
-        replay.set_caught_up(Feature, 0, true);
         assert_eq!(
             replay.compute(t0 + IDLE, 500_000),
             Some(95_000),
@@ -195,8 +182,7 @@ mod tests {
         w.assign(Feature, 1, t0);
         w.assign(Action, 1, t0);
         w.observe(Feature, 1, Some(10_000), t0);
-        w.observe(Action, 1, Some(20_000), t0);
-        w.set_caught_up(Feature, 1, true);
+        w.observe(Action, 1, Some(20_000), t0 + Duration::from_secs(1));
         assert_eq!(w.compute(t0 + IDLE, 0), Some(15_000));
         w.observe(Feature, 1, Some(12_000), t0 + IDLE);
         assert_eq!(

@@ -2,6 +2,8 @@
 //! implementation of DESIGN.md section 3.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod workload;
+
 use bytes::Bytes;
 use joiner::engine::{
     Counters, Engine, InputRecord, JoinConfig, Output, Sample, Source, TopicKind,

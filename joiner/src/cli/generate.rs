@@ -1,0 +1,166 @@
+//! `recjoin gen`: synthetic features and actions produced to Kafka, keyed by impression id with
+//! Kafka's murmur2 partitioner (as a Java producer would).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
+
+use crate::partitioner::partition_for_key;
+use crate::traffic::{GenConfig, GenRecord, GenTopic, Generator};
+
+/// Arguments of `recjoin gen`.
+#[derive(Debug, Clone, clap::Args)]
+#[command(
+    after_help = "Examples:\n  recjoin gen --bootstrap 127.0.0.1:9092 --rate 1000 --duration 10m\n  \
+    recjoin gen --bootstrap 127.0.0.1:9092 --rate 1000 --speed 0 --count 1000000 --seed 7 --start-ts 1732150000000"
+)]
+pub struct GenArgs {
+    /// Kafka bootstrap servers.
+    #[arg(long)]
+    pub bootstrap: String,
+    /// Impressions per second of event time.
+    #[arg(long, default_value_t = 1000.0)]
+    pub rate: f64,
+    /// How long to run (wall time, e.g. 30s, 10m); forever when unset.
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Stop after producing this many records.
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// RNG seed: the same seed and start time give the same records.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Event time of the first impression (epoch ms); now when unset.
+    #[arg(long)]
+    pub start_ts: Option<i64>,
+    /// Event time runs this many times faster than the wall clock; 0 = as fast as possible.
+    #[arg(long, default_value_t = 1.0)]
+    pub speed: f64,
+    /// Features topic.
+    #[arg(long, default_value = "features")]
+    pub features: String,
+    /// Actions topic.
+    #[arg(long, default_value = "actions")]
+    pub actions: String,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    crate::engine::config::parse_duration(s)
+        .ok_or_else(|| format!("invalid duration {s:?} (e.g. 30s, 10m)"))
+}
+
+/// Records produced so far, for status lines.
+#[derive(Debug, Default)]
+pub struct GenStats {
+    /// Records handed to the producer.
+    pub produced: AtomicU64,
+}
+
+/// Produces until the duration, the count or `stop` ends it; returns the number of records.
+pub fn run(args: &GenArgs, stop: &AtomicBool, stats: &GenStats) -> anyhow::Result<u64> {
+    let start_ts = args.start_ts.unwrap_or_else(crate::now_ms);
+    let mut generator = Generator::new(GenConfig {
+        impressions_per_s: args.rate,
+        start_ts,
+        seed: args.seed,
+        ..GenConfig::default()
+    })?;
+    let mut client = ClientConfig::new();
+    client.set("bootstrap.servers", &args.bootstrap);
+    let partitions = {
+        let consumer: BaseConsumer = client.create()?;
+        let count = |topic: &str| -> anyhow::Result<u32> {
+            let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+            let n = md.topics().first().map_or(0, |t| t.partitions().len());
+            anyhow::ensure!(n > 0, "topic {topic} does not exist");
+            Ok(u32::try_from(n)?)
+        };
+        (count(&args.features)?, count(&args.actions)?)
+    };
+    let producer: BaseProducer = client
+        .clone()
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "10")
+        .set("compression.type", "lz4")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()?;
+    let started = Instant::now();
+    let mut batch: Vec<GenRecord> = Vec::with_capacity(4096);
+    let mut produced = 0u64;
+    let limit = args.count.unwrap_or(u64::MAX);
+    let mut event_time = start_ts;
+    'outer: while !stop.load(Ordering::Relaxed)
+        && args.duration.is_none_or(|d| started.elapsed() < d)
+    {
+        event_time = if args.speed <= 0.0 {
+            event_time + 1000
+        } else {
+            start_ts + (started.elapsed().as_secs_f64() * 1000.0 * args.speed) as i64
+        };
+        batch.clear();
+        generator.next_until(event_time, &mut batch);
+        for r in &batch {
+            if produced >= limit {
+                break 'outer;
+            }
+            let (topic, n) = match r.topic {
+                GenTopic::Feature => (&args.features, partitions.0),
+                GenTopic::Action => (&args.actions, partitions.1),
+            };
+            let partition = i32::try_from(partition_for_key(&r.key, n))?;
+            let mut record = BaseRecord::<[u8], [u8]>::to(topic)
+                .key(&r.key[..])
+                .payload(&r.value[..])
+                .partition(partition);
+            loop {
+                match producer.send(record) {
+                    Ok(()) => break,
+                    Err((e, back))
+                        if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) =>
+                    {
+                        producer.poll(Duration::from_millis(5));
+                        record = back;
+                    }
+                    Err((e, _)) => anyhow::bail!("produce: {e}"),
+                }
+            }
+            produced += 1;
+        }
+        stats.produced.store(produced, Ordering::Relaxed);
+        producer.poll(Duration::ZERO);
+        if batch.is_empty() && args.speed > 0.0 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    producer.flush(Duration::from_secs(60))?;
+    Ok(produced)
+}
+
+/// `recjoin gen` on the command line: prints the number of records at the end.
+pub fn main(args: GenArgs) -> anyhow::Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    ctrlc_flag(flag)?;
+    let n = run(&args, &stop, &GenStats::default())?;
+    println!("produced {n} records");
+    Ok(())
+}
+
+/// Sets `flag` on SIGINT or SIGTERM (in a small background runtime).
+fn ctrlc_flag(flag: Arc<AtomicBool>) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::spawn(move || {
+        runtime.block_on(async {
+            let _ = crate::cli::broker::shutdown_signal().await;
+            flag.store(true, Ordering::SeqCst);
+        });
+    });
+    Ok(())
+}

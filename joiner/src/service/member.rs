@@ -1,0 +1,360 @@
+//! One joiner member of the consumer group (DESIGN.md sections 3 and 4).
+//!
+//! A single thread owns the engine. It polls the feature and action topics (co-partitioned, `range`
+//! assignor, so a member gets the same partition numbers of both), pushes records into the engine,
+//! advances the watermark, produces what closed, and every `commit_interval` waits for its output
+//! to be acknowledged and then commits the engine's low-water offsets — never the read position.
+//!
+//! Rebalances are eager: on revocation the member flushes its output, commits, and drops all state
+//! before the callback returns, so it writes nothing to partitions it no longer owns; on assignment
+//! it starts a fresh engine, reads the last sample of each of its output partitions, and the
+//! consumer resumes from the committed low-water offsets, rebuilding the state by re-reading.
+//! Samples at or before an output partition's last sample are suppressed: they were written before.
+//! Known limit without transactions: a member paused past its session timeout (a zombie) may still
+//! write until it notices it was fenced.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::message::Message;
+use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+
+use super::output::Outputs;
+use super::tail::{SampleOrder, last_sample};
+use super::watermark::Watermarks;
+use crate::config::Settings;
+use crate::engine::{CloseReason, Engine, InputRecord, Output, Source, TopicKind};
+
+/// Records pulled from the consumer per engine step.
+const BATCH: usize = 8192;
+const TAIL_TIMEOUT: Duration = Duration::from_secs(30);
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Live counts for the status line and metrics.
+#[derive(Debug, Default)]
+pub struct MemberStats {
+    /// Records read from the inputs.
+    pub records_in: AtomicU64,
+    /// Samples produced.
+    pub samples_out: AtomicU64,
+    /// Samples produced that closed on the idle rule.
+    pub samples_idle: AtomicU64,
+    /// Samples produced that closed at the hard deadline.
+    pub samples_hard_timeout: AtomicU64,
+    /// Negatives produced.
+    pub samples_no_action: AtomicU64,
+    /// Samples not produced because an earlier owner had written them.
+    pub samples_suppressed: AtomicU64,
+    /// Keys with an open window.
+    pub pending_keys: AtomicU64,
+    /// Dead letters produced.
+    pub dead_letters: AtomicU64,
+    /// Current watermark (ms), or `i64::MIN`.
+    pub watermark: std::sync::atomic::AtomicI64,
+}
+
+/// Everything the poll loop and the rebalance callbacks share (same thread; the mutex is never
+/// contended).
+struct State {
+    settings: Settings,
+    client: ClientConfig,
+    engine: Engine,
+    out: Output,
+    outputs: Outputs,
+    watermarks: Watermarks,
+    suppress: HashMap<u32, SampleOrder>,
+    assigned: BTreeSet<u32>,
+    stats: Arc<MemberStats>,
+}
+
+impl State {
+    fn kind_of(&self, topic: &str) -> Option<TopicKind> {
+        if topic == self.settings.topics.features {
+            Some(TopicKind::Feature)
+        } else if topic == self.settings.topics.actions {
+            Some(TopicKind::Action)
+        } else {
+            None
+        }
+    }
+
+    /// Produces what the engine closed, suppressing samples an earlier owner already wrote.
+    fn emit(&mut self) -> anyhow::Result<()> {
+        for s in self.out.samples.drain(..) {
+            let order = SampleOrder {
+                window_end: s.window_end,
+                key: s.key.to_vec(),
+            };
+            if self
+                .suppress
+                .get(&s.partition)
+                .is_some_and(|last| order <= *last)
+            {
+                self.stats
+                    .samples_suppressed
+                    .fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            self.outputs.sample(&s)?;
+            self.stats.samples_out.fetch_add(1, Ordering::Relaxed);
+            let by_reason = match s.close_reason {
+                CloseReason::Idle => &self.stats.samples_idle,
+                CloseReason::HardTimeout => &self.stats.samples_hard_timeout,
+                CloseReason::NoAction => &self.stats.samples_no_action,
+            };
+            by_reason.fetch_add(1, Ordering::Relaxed);
+        }
+        for d in self.out.dead_letters.drain(..) {
+            self.outputs.dead_letter(&d)?;
+            self.stats.dead_letters.fetch_add(1, Ordering::Relaxed);
+        }
+        for l in self.out.late.drain(..) {
+            self.outputs.late(&l)?;
+        }
+        self.outputs.poll();
+        Ok(())
+    }
+
+    /// Waits for all output, then commits the low-water offset of every assigned partition.
+    fn commit(
+        &mut self,
+        consumer: &BaseConsumer<MemberContext>,
+        mode: CommitMode,
+    ) -> anyhow::Result<()> {
+        self.outputs.flush(FLUSH_TIMEOUT)?;
+        let mut tpl = TopicPartitionList::new();
+        for &p in &self.assigned {
+            for (kind, topic) in [
+                (TopicKind::Feature, &self.settings.topics.features),
+                (TopicKind::Action, &self.settings.topics.actions),
+            ] {
+                if let Some(low) = self.engine.low_water(kind, p) {
+                    let offset = i64::try_from(low).unwrap_or(i64::MAX);
+                    tpl.add_partition_offset(
+                        topic,
+                        i32::try_from(p).unwrap_or(i32::MAX),
+                        Offset::Offset(offset),
+                    )?;
+                }
+            }
+        }
+        if tpl.count() > 0 {
+            consumer.commit(&tpl, mode)?;
+        }
+        Ok(())
+    }
+
+    /// Forgets everything: a fresh engine and watermark, nothing assigned.
+    fn reset(&mut self) -> anyhow::Result<()> {
+        self.engine = Engine::new(self.settings.join.clone())?;
+        self.out.clear();
+        self.watermarks.clear();
+        self.suppress.clear();
+        self.assigned.clear();
+        Ok(())
+    }
+}
+
+/// The consumer context: runs the rebalance protocol on the poll thread.
+pub struct MemberContext {
+    state: Arc<Mutex<State>>,
+    /// Bumped on every rebalance, so records polled before it are discarded.
+    epoch: AtomicU64,
+    /// Set when a callback failed: the member must stop rather than risk duplicates or loss.
+    failed: AtomicBool,
+}
+
+impl std::fmt::Debug for MemberContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemberContext")
+            .field("epoch", &self.epoch)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientContext for MemberContext {}
+
+impl ConsumerContext for MemberContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        if let Rebalance::Revoke(_) = rebalance {
+            let mut state = self.state.lock();
+            // Stop writing before the rebalance completes: flush, commit, forget.
+            let result = state
+                .commit(consumer, CommitMode::Sync)
+                .and_then(|()| state.reset());
+            if let Err(e) = result {
+                tracing::error!(error = %e, "could not hand over partitions cleanly");
+                self.failed.store(true, Ordering::SeqCst);
+            }
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        let Rebalance::Assign(tpl) = rebalance else {
+            return;
+        };
+        let mut state = self.state.lock();
+        let now = Instant::now();
+        let partitions: BTreeSet<u32> = tpl
+            .elements()
+            .iter()
+            .filter_map(|e| u32::try_from(e.partition()).ok())
+            .collect();
+        for &p in &partitions {
+            for kind in [TopicKind::Feature, TopicKind::Action] {
+                state.watermarks.assign(kind, p, now);
+            }
+            let topic = state.settings.topics.samples.clone();
+            match last_sample(
+                &state.client,
+                &topic,
+                i32::try_from(p).unwrap_or(i32::MAX),
+                TAIL_TIMEOUT,
+            ) {
+                Ok(Some(last)) => {
+                    state.suppress.insert(p, last);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(partition = p, error = %e, "cannot read the output tail");
+                    self.failed.store(true, Ordering::SeqCst);
+                }
+            }
+        }
+        tracing::info!(?partitions, "assigned");
+        state.assigned = partitions;
+    }
+}
+
+/// Runs one member until `stop` is set, then emits what has closed, commits and leaves the group.
+pub fn run(
+    settings: Settings,
+    live: bool,
+    stop: Arc<AtomicBool>,
+    stats: Arc<MemberStats>,
+) -> anyhow::Result<()> {
+    let mut client = ClientConfig::new();
+    client.set("bootstrap.servers", &settings.kafka.bootstrap);
+    for (k, v) in &settings.kafka.properties {
+        client.set(k, v);
+    }
+    super::topology::check_and_create(&client, &settings.topics)?;
+    let engine = Engine::new(settings.join.clone())?;
+    let watermarks = Watermarks::new(
+        settings.join.max_out_of_orderness,
+        settings.join.idle_partition_timeout,
+        live,
+    );
+    let state = Arc::new(Mutex::new(State {
+        outputs: Outputs::new(&client, settings.topics.clone())?,
+        client: client.clone(),
+        engine,
+        out: Output::default(),
+        watermarks,
+        suppress: HashMap::new(),
+        assigned: BTreeSet::new(),
+        stats: Arc::clone(&stats),
+        settings: settings.clone(),
+    }));
+    let context = MemberContext {
+        state: Arc::clone(&state),
+        epoch: AtomicU64::new(0),
+        failed: AtomicBool::new(false),
+    };
+    let consumer: BaseConsumer<MemberContext> = client
+        .clone()
+        .set("group.id", &settings.kafka.group)
+        .set("partition.assignment.strategy", "range")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("queued.min.messages", "200000")
+        .create_with_context(context)?;
+    consumer.subscribe(&[&settings.topics.features, &settings.topics.actions])?;
+
+    let mut batch: Vec<InputRecord> = Vec::with_capacity(BATCH);
+    let mut last_commit = Instant::now();
+    while !stop.load(Ordering::SeqCst) {
+        anyhow::ensure!(
+            !consumer.context().failed.load(Ordering::SeqCst),
+            "rebalance handling failed"
+        );
+        let epoch = consumer.context().epoch.load(Ordering::SeqCst);
+        batch.clear();
+        let mut waited = false;
+        while batch.len() < BATCH {
+            let timeout = if waited {
+                Duration::ZERO
+            } else {
+                Duration::from_millis(100)
+            };
+            waited = true;
+            match consumer.poll(timeout) {
+                None => break,
+                Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
+                Some(Ok(m)) => {
+                    let state = state.lock();
+                    let Some(kind) = state.kind_of(m.topic()) else {
+                        continue;
+                    };
+                    let (Ok(partition), Ok(offset)) =
+                        (u32::try_from(m.partition()), u64::try_from(m.offset()))
+                    else {
+                        continue;
+                    };
+                    batch.push(InputRecord {
+                        source: Source {
+                            kind,
+                            partition,
+                            offset,
+                        },
+                        timestamp: m.timestamp().to_millis(),
+                        value: Bytes::copy_from_slice(m.payload().unwrap_or_default()),
+                    });
+                }
+            }
+        }
+        // A rebalance during polling: what was read belongs to the old assignment.
+        if consumer.context().epoch.load(Ordering::SeqCst) != epoch {
+            continue;
+        }
+        let mut guard = state.lock();
+        let s = &mut *guard;
+        let now = Instant::now();
+        for rec in batch.drain(..) {
+            let (kind, p) = (rec.source.kind, rec.source.partition);
+            s.engine.push(rec, &mut s.out);
+            s.watermarks
+                .observe(kind, p, s.engine.max_event_time(kind, p), now);
+        }
+        s.stats.records_in.store(
+            s.engine.counters().features_in + s.engine.counters().actions_in,
+            Ordering::Relaxed,
+        );
+        if let Some(w) = s.watermarks.compute(now, crate::now_ms()) {
+            s.engine.advance_watermark(w, &mut s.out);
+            s.stats.watermark.store(w, Ordering::Relaxed);
+        }
+        s.stats
+            .pending_keys
+            .store(s.engine.stats().pending_keys, Ordering::Relaxed);
+        s.emit()?;
+        if last_commit.elapsed() >= s.settings.kafka.commit_interval {
+            s.commit(&consumer, CommitMode::Async)?;
+            last_commit = Instant::now();
+        }
+    }
+    // Graceful stop: everything that has closed is already produced; wait for it and commit.
+    let mut s = state.lock();
+    s.commit(&consumer, CommitMode::Sync)?;
+    drop(s);
+    consumer.unsubscribe();
+    Ok(())
+}
