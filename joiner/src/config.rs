@@ -236,3 +236,20 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod deploy_example {
+    use super::*;
+
+    /// The annotated example in deploy/ must load, and state exactly the built-in defaults.
+    #[test]
+    fn deploy_recjoin_toml_is_valid_and_matches_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/recjoin.toml");
+        let s = Settings::load(Some(&path), Vec::new(), &[]).unwrap();
+        let d = Settings::load(None, Vec::new(), &[]).unwrap();
+        assert_eq!(s.join, d.join);
+        assert_eq!(format!("{:?}", s.kafka), format!("{:?}", d.kafka));
+        assert_eq!(format!("{:?}", s.topics), format!("{:?}", d.topics));
+        assert_eq!(format!("{:?}", s.broker), format!("{:?}", d.broker));
+    }
+}
