@@ -40,6 +40,8 @@ enum Command {
 enum BenchCommand {
     /// Produce then consume through rdkafka against any Kafka-compatible broker.
     Broker(joiner::cli::bench_broker::BenchBrokerArgs),
+    /// Generator -> built-in broker -> joiner -> broker at increasing rates.
+    E2e(joiner::cli::bench_e2e::BenchE2eArgs),
     /// The join engine alone on one thread, on a realistic synthetic mix (JSON extraction and
     /// sample encoding included; input generation excluded).
     ///
@@ -72,6 +74,14 @@ fn main() -> anyhow::Result<()> {
             what: BenchCommand::Broker(args),
         } => {
             println!("{}", joiner::cli::bench_broker::run(&args)?);
+        }
+        Command::Bench {
+            what: BenchCommand::E2e(args),
+        } => {
+            println!(
+                "{}",
+                tokio_runtime()?.block_on(joiner::cli::bench_e2e::run(args))?
+            );
         }
         Command::Up(args) => {
             init_tracing();

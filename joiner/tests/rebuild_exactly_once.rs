@@ -35,15 +35,13 @@ enum Ev {
     Wm(i64),
 }
 
+/// One group of keys of the shared generator, shifted in time by the last field.
+type Group = (Vec<FeatSpec>, Vec<ActSpec>, Vec<ChainSpec>, i64);
+
 /// Several independent groups of the shared generator (keys renamed per group, times shifted),
 /// so that keys of different groups interleave in each partition; then arrival within the
 /// bound, partition offsets, and watermark cuts.
-fn events(
-    groups: &[(Vec<FeatSpec>, Vec<ActSpec>, Vec<ChainSpec>, i64)],
-    w: &Windows,
-    jitter: &[u32],
-    every: &[bool],
-) -> Vec<Ev> {
+fn events(groups: &[Group], w: &Windows, jitter: &[u32], every: &[bool]) -> Vec<Ev> {
     let mut recs = Vec::new();
     for (g, (feats, acts, chains, shift)) in groups.iter().enumerate() {
         for r in build(w, feats, acts, chains) {
@@ -274,7 +272,7 @@ fn crash_points(n: usize, cuts: &[(u32, u32, u8, u32)]) -> Vec<Crash> {
         .collect()
 }
 
-fn group() -> impl Strategy<Value = (Vec<FeatSpec>, Vec<ActSpec>, Vec<ChainSpec>, i64)> {
+fn group() -> impl Strategy<Value = Group> {
     (
         prop::collection::vec(feat_spec(), 0..7),
         prop::collection::vec(act_spec(), 0..14),
@@ -325,4 +323,54 @@ proptest! {
         let crashes = crash_points(evs.len(), &cuts);
         check(&config(&w), &evs, &crashes)?;
     }
+}
+
+/// The guard of DESIGN.md section 4's rebuild, step by step: a forgotten key's click stays
+/// below the committed actions low water while its feature could still be re-read.
+#[test]
+fn low_water_keeps_a_forgotten_keys_actions_while_its_feature_can_be_re_read() {
+    use TopicKind::{Action, Feature};
+    let t = 1_732_150_000_000i64;
+    let mut e = Engine::new(JoinConfig::default()).unwrap();
+    let mut out = Output::default();
+    let rec = |kind, offset, json: String| {
+        (
+            Source {
+                kind,
+                partition: 0,
+                offset,
+            },
+            Bytes::from(json),
+        )
+    };
+    let feat =
+        |key: &str, ts: i64| format!(r#"{{"impression_id":"{key}","ts":{ts},"features":{{}}}}"#);
+    // "old" stays pending (a negative, 30 min) and holds features offset 0.
+    let (s, v) = rec(Feature, 0, feat("old", t));
+    push(&mut e, s, &v, &mut out);
+    let (s, v) = rec(Feature, 1, feat("k", t + 1_000));
+    push(&mut e, s, &v, &mut out);
+    let (s, v) = rec(
+        Action,
+        0,
+        format!(
+            r#"{{"impression_id":"k","type":"click","ts":{}}}"#,
+            t + 2_000
+        ),
+    );
+    push(&mut e, s, &v, &mut out);
+    // "k" closes on the idle rule (180 s) and is forgotten after the retention (180 s).
+    e.advance_watermark(t + 2_000 + 360_000 + 2, &mut out);
+    assert_eq!(out.samples.len(), 1);
+    assert_eq!(e.stats().closed_keys, 0, "k is forgotten");
+    assert_eq!(e.low_water(Feature, 0), Some(0), "held by old");
+    assert_eq!(
+        e.low_water(Action, 0),
+        Some(0),
+        "k's feature (offset 1) would be re-read: its click must be too"
+    );
+    // Once "old" is forgotten too, nothing below is needed.
+    e.advance_watermark(t + 1_800_000 + 180_000 + 2, &mut out);
+    assert_eq!(e.low_water(Feature, 0), Some(2));
+    assert_eq!(e.low_water(Action, 0), Some(1));
 }

@@ -25,16 +25,30 @@ pub fn workspace_root() -> PathBuf {
 
 /// The `recjoin` binary, built once per test process with `$CARGO build -p joiner --bin recjoin`
 /// (or `$RECJOIN_E2E_BIN`, when set, used as is).
+///
+/// A test process that calls [`prefer_release`] first gets a release build instead
+/// (`$CARGO build --release …`, or `$RECJOIN_E2E_RELEASE_BIN` when set): the high-volume joiner
+/// tests need its speed.
 pub fn recjoin_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        if let Some(bin) = std::env::var_os("RECJOIN_E2E_BIN") {
+        let release = RELEASE.load(std::sync::atomic::Ordering::SeqCst);
+        let var = if release {
+            "RECJOIN_E2E_RELEASE_BIN"
+        } else {
+            "RECJOIN_E2E_BIN"
+        };
+        if let Some(bin) = std::env::var_os(var) {
             return PathBuf::from(bin);
         }
         let root = workspace_root();
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut args = vec!["build", "-p", "joiner", "--bin", "recjoin"];
+        if release {
+            args.push("--release");
+        }
         let status = Command::new(cargo)
-            .args(["build", "-p", "joiner", "--bin", "recjoin"])
+            .args(&args)
             .current_dir(&root)
             .status()
             .expect("could not run cargo to build the recjoin binary");
@@ -43,10 +57,20 @@ pub fn recjoin_bin() -> &'static Path {
             .map(PathBuf::from)
             .map(|p| if p.is_absolute() { p } else { root.join(p) })
             .unwrap_or_else(|| root.join("target"));
-        let bin = target.join("debug").join("recjoin");
+        let bin = target
+            .join(if release { "release" } else { "debug" })
+            .join("recjoin");
         assert!(bin.is_file(), "no recjoin binary at {}", bin.display());
         bin
     })
+}
+
+static RELEASE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Makes [`recjoin_bin`] use a release build in this test process; call it before anything
+/// starts the binary.
+pub fn prefer_release() {
+    RELEASE.store(true, std::sync::atomic::Ordering::SeqCst);
 }
 
 /// Options for `recjoin broker`.
@@ -439,4 +463,5 @@ pub fn unique_topic(prefix: &str) -> String {
     )
 }
 
+pub mod joiner;
 pub mod kafka;

@@ -1,6 +1,7 @@
 //! Commands of the `recjoin` binary that run services (as opposed to the library's pure parts).
 
 pub mod bench_broker;
+pub mod bench_e2e;
 pub mod broker;
 pub mod generate;
 pub mod join;

@@ -302,41 +302,6 @@ struct Act {
     raw: Bytes,
 }
 
-/// Spreads a 24-bit key hash over 64 bits (see [`Engine::key_hash`]).
-#[inline]
-fn spread_hash(h24: u64) -> u64 {
-    (h24 & 0xFF_FFFF).wrapping_mul(0x9E37_79B9_7F4A_7C15)
-}
-
-/// Recovers the 24-bit key hash from its spread form (the multiplier is odd, so the low 24 bits
-/// of the product are a bijection of the input's).
-#[inline]
-fn hash24(spread: u64) -> [u8; 3] {
-    // Inverse of the multiplier modulo 2^64 restricted to the low 24 bits.
-    const INV: u64 = mod_inverse(0x9E37_79B9_7F4A_7C15);
-    let h = (spread.wrapping_mul(INV) & 0xFF_FFFF) as u32;
-    let b = h.to_le_bytes();
-    [b[0], b[1], b[2]]
-}
-
-const fn mod_inverse(a: u64) -> u64 {
-    // Newton's iteration: each step doubles the correct low bits (a is odd).
-    let mut x = a;
-    let mut i = 0;
-    while i < 6 {
-        x = x.wrapping_mul(2u64.wrapping_sub(a.wrapping_mul(x)));
-        i += 1;
-    }
-    x
-}
-
-#[inline]
-fn slot_hash(s: &Slot) -> u64 {
-    spread_hash(u64::from(u32::from_le_bytes([
-        s.hash[0], s.hash[1], s.hash[2], 0,
-    ])))
-}
-
 /// Hints the CPU to load the cache line at `p` (no effect on other targets).
 #[inline(always)]
 fn prefetch(p: *const u8) {
@@ -397,9 +362,6 @@ struct Slot {
     deadline: i64,
     partition: u32,
     state: State,
-    /// The key's 24-bit table hash ([`Engine::key_hash`]), in what would be padding: the table
-    /// is resized and entries removed without reading keys again.
-    hash: [u8; 3],
     extra: Option<Box<Extra>>,
 }
 
@@ -417,7 +379,6 @@ impl Slot {
             deadline: i64::MAX,
             partition: 0,
             state: State::Free,
-            hash: [0; 3],
             extra: None,
         }
     }
@@ -645,15 +606,6 @@ impl Engine {
         &mut self.pages[(idx >> PAGE_BITS) as usize][idx as usize & (PAGE - 1)]
     }
 
-    /// The table's hash of a key: 24 bits of the hasher's output, spread over 64 bits by an odd
-    /// multiplier (low bits for the bucket, top bits for the tag). Storing only 24 bits keeps the
-    /// slot at 80 bytes; tables beyond 2^24 buckets (about 14 M keys) then share buckets more,
-    /// which costs probes, not correctness.
-    #[inline]
-    fn key_hash(&self, key: &[u8]) -> u64 {
-        spread_hash(self.hasher.hash_one(key) >> 40)
-    }
-
     fn find(&self, hash: u64, key: &[u8]) -> Option<u32> {
         self.table
             .find(hash, |&i| self.slot(i).f.key() == key)
@@ -676,17 +628,23 @@ impl Engine {
                 u32::try_from(n * PAGE + page.len() - 1).unwrap_or(u32::MAX)
             }
         };
-        self.slot_mut(idx).hash = hash24(hash);
         let pages = &self.pages;
+        let hasher = &self.hasher;
+        // The hash is not stored (8 bytes per key): a resize recomputes it from the key. (A
+        // 24-bit hash kept in the slot's padding measured no faster.)
         self.table.insert_unique(hash, idx, |&i| {
-            slot_hash(&pages[(i >> PAGE_BITS) as usize][i as usize & (PAGE - 1)])
+            hasher.hash_one(
+                pages[(i >> PAGE_BITS) as usize][i as usize & (PAGE - 1)]
+                    .f
+                    .key(),
+            )
         });
         idx
     }
 
     fn free_slot(&mut self, idx: u32) {
         let s = std::mem::replace(self.slot_mut(idx), Slot::free());
-        let hash = slot_hash(&s);
+        let hash = self.hasher.hash_one(s.f.key());
         if let Ok(e) = self.table.find_entry(hash, |&i| i == idx) {
             e.remove();
         }
@@ -754,10 +712,7 @@ impl Engine {
         triggers.dedup_by_key(|t| t.0);
         needed.sort_unstable();
         needed.dedup_by_key(|t| t.0);
-        self.guards.add(Guard {
-            triggers: triggers.into_boxed_slice(),
-            protects: needed.into_boxed_slice(),
-        });
+        self.guards.add(Guard::new(&triggers, &needed));
     }
 
     fn set_deadline(&mut self, idx: u32, d: i64) {
@@ -860,7 +815,7 @@ impl Engine {
             Some((span, false)) => &rec.value[span],
             _ => &kb,
         };
-        let hash = self.key_hash(key);
+        let hash = self.hasher.hash_one(key);
         match src.kind {
             TopicKind::Feature => self.on_feature(&rec, tracker, key, hash, &p),
             TopicKind::Action => self.on_action(&rec, tracker, key, hash, &p, out),

@@ -110,16 +110,63 @@ impl OffsetTracker {
     }
 }
 
-/// Rebuild guard of one forgotten key (see [`Guards`]): while any of its `triggers` (tracker,
-/// offset) would be re-read, the low water of every tracker in `protects` stays at or below the
-/// offset given there.
+/// Rebuild guard of one forgotten key (see [`Guards`]): while any of its triggers (tracker,
+/// offset) would be re-read, the low water of every protected tracker stays at or below the
+/// offset given for it.
+///
+/// Triggers: per tracker, the largest offset of a record of the key whose re-reading changes
+/// what a rebuild emits (its feature, joined actions, duplicate features, actions after close).
+/// Protects: per tracker, the smallest offset of the records the key's sample was made of.
+/// The usual key (feature and actions in one partition number) has two of each: stored inline.
 #[derive(Debug)]
-pub(crate) struct Guard {
-    /// Per tracker, the largest offset of a record of the key whose re-reading changes what a
-    /// rebuild emits (its feature, joined actions, duplicate features, actions after close).
-    pub(crate) triggers: Box<[(u32, u64)]>,
-    /// Per tracker, the smallest offset of the records the key's sample was made of.
-    pub(crate) protects: Box<[(u32, u64)]>,
+pub(crate) enum Guard {
+    /// Up to two triggers and two protections (`n` of each used).
+    Small {
+        triggers: [(u32, u64); 2],
+        protects: [(u32, u64); 2],
+        n: [u8; 2],
+    },
+    /// Any number.
+    Large {
+        triggers: Box<[(u32, u64)]>,
+        protects: Box<[(u32, u64)]>,
+    },
+}
+
+impl Guard {
+    pub(crate) fn new(triggers: &[(u32, u64)], protects: &[(u32, u64)]) -> Self {
+        if triggers.len() <= 2 && protects.len() <= 2 {
+            let mut t = [(0, 0); 2];
+            let mut p = [(0, 0); 2];
+            t[..triggers.len()].copy_from_slice(triggers);
+            p[..protects.len()].copy_from_slice(protects);
+            Guard::Small {
+                triggers: t,
+                protects: p,
+                // At most 2 each, checked above.
+                n: [triggers.len() as u8, protects.len() as u8],
+            }
+        } else {
+            Guard::Large {
+                triggers: triggers.into(),
+                protects: protects.into(),
+            }
+        }
+    }
+
+    fn triggers(&self) -> &[(u32, u64)] {
+        match self {
+            Guard::Small { triggers, n, .. } => &triggers[..usize::from(n[0])],
+            Guard::Large { triggers, .. } => triggers,
+        }
+    }
+
+    fn protects(&self) -> &[(u32, u64)] {
+        match self {
+            Guard::Small { protects, n, .. } => &protects[..usize::from(n[1])],
+            Guard::Large { protects, .. } => protects,
+        }
+    }
 }
 
 /// Rebuild guards of forgotten keys, and the low-water offsets they imply.
@@ -162,7 +209,7 @@ impl Guards {
                 if *a {
                     continue;
                 }
-                let hit = g.triggers.iter().any(|&(t, x)| {
+                let hit = g.triggers().iter().any(|&(t, x)| {
                     own.get(t as usize)
                         .copied()
                         .flatten()
@@ -170,7 +217,7 @@ impl Guards {
                 });
                 if hit {
                     *a = true;
-                    for &(t, y) in g.protects.iter() {
+                    for &(t, y) in g.protects() {
                         if let Some(Some(lw)) = own.get_mut(t as usize)
                             && *lw > y
                         {
@@ -195,10 +242,10 @@ impl Guards {
         own
     }
 
-    /// Drops inactive guards once the list has doubled since the last prune (amortised O(1)
-    /// per guard).
+    /// Drops inactive guards once the list has grown by a quarter since the last prune
+    /// (amortised O(1) per guard).
     pub(crate) fn maybe_prune(&mut self, trackers: &[OffsetTracker]) {
-        if self.list.len() < 64.max(2 * self.pruned_len) {
+        if self.list.len() < self.pruned_len + 64.max(self.pruned_len / 4) {
             return;
         }
         self.prune(trackers);
@@ -215,9 +262,9 @@ impl Guards {
     /// Forgets the guards that mention any of `trackers` (their partition was dropped).
     pub(crate) fn drop_trackers(&mut self, trackers: &[u32]) {
         self.list.retain(|g| {
-            !g.triggers
+            !g.triggers()
                 .iter()
-                .chain(g.protects.iter())
+                .chain(g.protects())
                 .any(|(t, _)| trackers.contains(t))
         });
         self.pruned_len = self.pruned_len.min(self.list.len());
@@ -228,7 +275,10 @@ impl Guards {
             + self
                 .list
                 .iter()
-                .map(|g| (g.triggers.len() + g.protects.len()) * 16)
+                .map(|g| match g {
+                    Guard::Small { .. } => 0,
+                    Guard::Large { .. } => (g.triggers().len() + g.protects().len()) * 16,
+                })
                 .sum::<usize>()
     }
 }

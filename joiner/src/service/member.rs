@@ -34,6 +34,7 @@ use crate::engine::{CloseReason, Engine, InputRecord, Output, Source, TopicKind}
 const BATCH: usize = 8192;
 const TAIL_TIMEOUT: Duration = Duration::from_secs(30);
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
+const LAG_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Live counts for the status line and metrics.
 #[derive(Debug, Default)]
@@ -69,6 +70,10 @@ struct State {
     watermarks: Watermarks,
     suppress: HashMap<u32, SampleOrder>,
     assigned: BTreeSet<u32>,
+    /// Next offset to read of each input partition, from the records pushed since assignment.
+    next_offset: HashMap<(TopicKind, u32), i64>,
+    /// When silent partitions' lag was last checked.
+    last_lag_check: Option<Instant>,
     stats: Arc<MemberStats>,
 }
 
@@ -156,7 +161,79 @@ impl State {
         self.watermarks.clear();
         self.suppress.clear();
         self.assigned.clear();
+        self.next_offset.clear();
+        self.last_lag_check = None;
         Ok(())
+    }
+
+    fn topic_of(&self, kind: TopicKind) -> &str {
+        match kind {
+            TopicKind::Feature => &self.settings.topics.features,
+            TopicKind::Action => &self.settings.topics.actions,
+        }
+    }
+
+    /// Tells the watermark which silent partitions are caught up (read position at the high
+    /// watermark), so that only those are left out of it. Silence alone does not mean caught
+    /// up: after an assignment or during a stall a partition with a backlog is silent too, and
+    /// leaving it out would let the watermark (in live mode the wall clock) overtake records not
+    /// yet read, which would then be late. Rate-limited; a broker round trip per silent
+    /// partition.
+    fn check_silent_partitions(&mut self, consumer: &BaseConsumer<MemberContext>, now: Instant) {
+        let every = (self.settings.join.idle_partition_timeout / 2).max(Duration::from_millis(200));
+        if self
+            .last_lag_check
+            .is_some_and(|t| now.saturating_duration_since(t) < every)
+        {
+            return;
+        }
+        let silent = self.watermarks.silent_unconfirmed(now);
+        if silent.is_empty() {
+            return;
+        }
+        self.last_lag_check = Some(now);
+        // Partitions not read since the assignment start at their committed offset.
+        let mut unread = TopicPartitionList::new();
+        for &(kind, p) in &silent {
+            if !self.next_offset.contains_key(&(kind, p)) {
+                let _ = unread.add_partition(self.topic_of(kind), i32::try_from(p).unwrap_or(0));
+            }
+        }
+        let committed = if unread.count() > 0 {
+            match consumer.committed_offsets(unread, LAG_TIMEOUT) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read committed offsets");
+                    return;
+                }
+            }
+        } else {
+            None
+        };
+        for (kind, p) in silent {
+            let topic = self.topic_of(kind).to_owned();
+            let partition = i32::try_from(p).unwrap_or(i32::MAX);
+            let (low, high) = match consumer.fetch_watermarks(&topic, partition, LAG_TIMEOUT) {
+                Ok(w) => w,
+                Err(e) => {
+                    tracing::warn!(topic, partition, error = %e, "cannot read the high watermark");
+                    continue;
+                }
+            };
+            let position = match self.next_offset.get(&(kind, p)) {
+                Some(&next) => next,
+                None => match committed
+                    .as_ref()
+                    .and_then(|c| c.find_partition(&topic, partition))
+                    .map(|e| e.offset())
+                {
+                    Some(Offset::Offset(n)) => n.max(low),
+                    // No committed offset: `auto.offset.reset = earliest`.
+                    _ => low,
+                },
+            };
+            self.watermarks.set_caught_up(kind, p, position >= high);
+        }
     }
 }
 
@@ -184,12 +261,21 @@ impl ConsumerContext for MemberContext {
         self.epoch.fetch_add(1, Ordering::SeqCst);
         if let Rebalance::Revoke(_) = rebalance {
             let mut state = self.state.lock();
-            // Stop writing before the rebalance completes: flush, commit, forget.
-            let result = state
-                .commit(consumer, CommitMode::Sync)
-                .and_then(|()| state.reset());
-            if let Err(e) = result {
-                tracing::error!(error = %e, "could not hand over partitions cleanly");
+            // Stop writing before the rebalance completes: flush (every sample written so far
+            // is durable before the next owner reads the output tail), commit, forget. Only a
+            // failed flush is fatal: a failed commit (e.g. the membership was lost when the
+            // broker restarted) just means the next owner re-reads from older low-water offsets,
+            // and suppression by the output tail keeps that exactly once.
+            if let Err(e) = state.outputs.flush(FLUSH_TIMEOUT) {
+                tracing::error!(error = %e, "could not flush output before handing over partitions");
+                self.failed.store(true, Ordering::SeqCst);
+                return;
+            }
+            if let Err(e) = state.commit(consumer, CommitMode::Sync) {
+                tracing::warn!(error = %e, "could not commit before handing over partitions");
+            }
+            if let Err(e) = state.reset() {
+                tracing::error!(error = %e, "could not reset the joiner state");
                 self.failed.store(true, Ordering::SeqCst);
             }
         }
@@ -260,6 +346,8 @@ pub fn run(
         watermarks,
         suppress: HashMap::new(),
         assigned: BTreeSet::new(),
+        next_offset: HashMap::new(),
+        last_lag_check: None,
         stats: Arc::clone(&stats),
         settings: settings.clone(),
     }));
@@ -286,7 +374,7 @@ pub fn run(
             !consumer.context().failed.load(Ordering::SeqCst),
             "rebalance handling failed"
         );
-        let epoch = consumer.context().epoch.load(Ordering::SeqCst);
+        let mut epoch = consumer.context().epoch.load(Ordering::SeqCst);
         batch.clear();
         let mut waited = false;
         while batch.len() < BATCH {
@@ -296,7 +384,17 @@ pub fn run(
                 Duration::from_millis(100)
             };
             waited = true;
-            match consumer.poll(timeout) {
+            let polled = consumer.poll(timeout);
+            // Rebalance callbacks run inside `poll`: what was read before them belongs to the
+            // old assignment (whose state was dropped) and is discarded; what `poll` returns
+            // after them belongs to the new one and must be kept — the consumer's position is
+            // already past it, so dropping it would lose those records for this member.
+            let now_epoch = consumer.context().epoch.load(Ordering::SeqCst);
+            if now_epoch != epoch {
+                batch.clear();
+                epoch = now_epoch;
+            }
+            match polled {
                 None => break,
                 Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
                 Some(Ok(m)) => {
@@ -321,15 +419,13 @@ pub fn run(
                 }
             }
         }
-        // A rebalance during polling: what was read belongs to the old assignment.
-        if consumer.context().epoch.load(Ordering::SeqCst) != epoch {
-            continue;
-        }
         let mut guard = state.lock();
         let s = &mut *guard;
         let now = Instant::now();
         for rec in batch.drain(..) {
             let (kind, p) = (rec.source.kind, rec.source.partition);
+            let next = i64::try_from(rec.source.offset).map_or(i64::MAX, |o| o + 1);
+            s.next_offset.insert((kind, p), next);
             s.engine.push(rec, &mut s.out);
             s.watermarks
                 .observe(kind, p, s.engine.max_event_time(kind, p), now);
@@ -338,6 +434,7 @@ pub fn run(
             s.engine.counters().features_in + s.engine.counters().actions_in,
             Ordering::Relaxed,
         );
+        s.check_silent_partitions(&consumer, now);
         if let Some(w) = s.watermarks.compute(now, crate::now_ms()) {
             s.engine.advance_watermark(w, &mut s.out);
             s.stats.watermark.store(w, Ordering::Relaxed);
@@ -347,7 +444,14 @@ pub fn run(
             .store(s.engine.stats().pending_keys, Ordering::Relaxed);
         s.emit()?;
         if last_commit.elapsed() >= s.settings.kafka.commit_interval {
-            s.commit(&consumer, CommitMode::Async)?;
+            // A failed flush is fatal (output may be missing); a failed commit only delays
+            // the low water (e.g. while the broker restarts).
+            if let Err(e) = s.commit(&consumer, CommitMode::Async) {
+                if e.downcast_ref::<super::output::OutputError>().is_some() {
+                    return Err(e);
+                }
+                tracing::warn!(error = %e, "commit failed");
+            }
             last_commit = Instant::now();
         }
     }

@@ -31,22 +31,52 @@ pub fn window_end_of(sample: &[u8]) -> Option<i64> {
     std::str::from_utf8(&digits[..end]).ok()?.parse().ok()
 }
 
-/// Reads the last record of `topic`/`partition`; `None` when the partition is empty.
+/// Reads the last record of `topic`/`partition`; `None` when the partition is empty. Transient
+/// errors (e.g. while the broker restarts) are retried until `timeout`.
 pub fn last_sample(
     client: &ClientConfig,
     topic: &str,
     partition: i32,
     timeout: Duration,
 ) -> anyhow::Result<Option<SampleOrder>> {
-    let consumer: BaseConsumer = client.clone().set("enable.auto.commit", "false").create()?;
-    let (low, high) = consumer.fetch_watermarks(topic, partition, timeout)?;
+    let deadline = Instant::now() + timeout;
+    // `assign` needs a group id in librdkafka (it fails with "Unknown group" without one); the
+    // reader never joins the group nor commits.
+    let consumer: BaseConsumer = client
+        .clone()
+        .set("group.id", "recjoin-output-tail")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .create()?;
+    loop {
+        match read_last(&consumer, topic, partition, deadline) {
+            Ok(last) => return Ok(last),
+            Err(e) if Instant::now() < deadline => {
+                tracing::warn!(topic, partition, error = %e, "reading the output tail; retrying");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => {
+                return Err(e.context(format!("reading the last sample of {topic}/{partition}")));
+            }
+        }
+    }
+}
+
+fn read_last(
+    consumer: &BaseConsumer,
+    topic: &str,
+    partition: i32,
+    deadline: Instant,
+) -> anyhow::Result<Option<SampleOrder>> {
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    let (low, high) =
+        consumer.fetch_watermarks(topic, partition, remaining.min(Duration::from_secs(5)))?;
     if high <= low {
         return Ok(None);
     }
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, partition, Offset::Offset(high - 1))?;
     consumer.assign(&tpl)?;
-    let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         let Some(message) = consumer.poll(Duration::from_millis(100)) else {
             continue;
@@ -64,7 +94,10 @@ pub fn last_sample(
             key: message.key().unwrap_or_default().to_vec(),
         }));
     }
-    anyhow::bail!("timed out reading the last sample of {topic}/{partition}")
+    anyhow::bail!(
+        "timed out reading offset {} of {topic}/{partition}",
+        high - 1
+    )
 }
 
 #[cfg(test)]

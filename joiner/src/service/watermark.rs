@@ -15,6 +15,9 @@ use crate::engine::TopicKind;
 struct PartitionClock {
     max_event_time: Option<i64>,
     last_record: Instant,
+    /// The read position reached the high watermark (checked by the caller since the last
+    /// record).
+    caught_up: bool,
 }
 
 /// Event-time progress of the assigned input partitions.
@@ -47,8 +50,28 @@ impl Watermarks {
             PartitionClock {
                 max_event_time: None,
                 last_record: now,
+                caught_up: false,
             },
         );
+    }
+
+    /// Partitions silent for the idle timeout whose lag the caller should check (then report
+    /// with [`Watermarks::set_caught_up`]).
+    pub fn silent_unconfirmed(&self, now: Instant) -> Vec<(TopicKind, u32)> {
+        self.partitions
+            .iter()
+            .filter(|(_, p)| {
+                !p.caught_up && now.saturating_duration_since(p.last_record) >= self.idle_after
+            })
+            .map(|(k, _)| *k)
+            .collect()
+    }
+
+    /// Records whether a partition's read position has reached its high watermark.
+    pub fn set_caught_up(&mut self, kind: TopicKind, partition: u32, caught_up: bool) {
+        if let Some(p) = self.partitions.get_mut(&(kind, partition)) {
+            p.caught_up = caught_up;
+        }
     }
 
     /// Forgets every partition (on revocation) and the watermark with them.
@@ -67,6 +90,7 @@ impl Watermarks {
     ) {
         if let Some(p) = self.partitions.get_mut(&(kind, partition)) {
             p.last_record = now;
+            p.caught_up = false;
             if let Some(t) = event_time {
                 p.max_event_time = Some(p.max_event_time.map_or(t, |m| m.max(t)));
             }
@@ -79,7 +103,8 @@ impl Watermarks {
         let mut min: Option<i64> = None;
         let mut any_active = false;
         for p in self.partitions.values() {
-            let idle = now.saturating_duration_since(p.last_record) >= self.idle_after;
+            let idle =
+                p.caught_up && now.saturating_duration_since(p.last_record) >= self.idle_after;
             if idle {
                 continue;
             }
@@ -157,9 +182,17 @@ mod tests {
         );
         assert_eq!(
             w.compute(t0 + IDLE, 0),
-            Some(95_000),
-            "silent actions partition left out"
+            Some(55_000),
+            "silent but not known to be caught up: still counted"
         );
+        assert_eq!(w.silent_unconfirmed(t0 + IDLE), vec![(Action, 0)]);
+        w.set_caught_up(Action, 0, true);
+        assert_eq!(
+            w.compute(t0 + IDLE, 0),
+            Some(95_000),
+            "silent, caught-up actions partition left out"
+        );
+        w.set_caught_up(Feature, 0, true);
         assert_eq!(
             w.compute(later + IDLE, 500_000),
             Some(495_000),
@@ -168,6 +201,7 @@ mod tests {
         let mut replay = Watermarks::new(OOO, IDLE, false);
         replay.assign(Feature, 0, t0);
         replay.observe(Feature, 0, Some(100_000), t0);
+        replay.set_caught_up(Feature, 0, true);
         assert_eq!(
             replay.compute(t0 + IDLE, 500_000),
             Some(95_000),
@@ -183,6 +217,7 @@ mod tests {
         w.assign(Action, 1, t0);
         w.observe(Feature, 1, Some(10_000), t0);
         w.observe(Action, 1, Some(20_000), t0 + Duration::from_secs(1));
+        w.set_caught_up(Feature, 1, true);
         assert_eq!(w.compute(t0 + IDLE, 0), Some(15_000));
         w.observe(Feature, 1, Some(12_000), t0 + IDLE);
         assert_eq!(
@@ -190,5 +225,24 @@ mod tests {
             Some(15_000),
             "monotone even when a slow partition wakes"
         );
+    }
+
+    /// The bug the end-to-end test found: right after an assignment (or during a stall) every
+    /// partition is silent although the backlog is not read yet; the wall clock must not take
+    /// over, or every record still to be read (with event times in the past) would be late.
+    #[test]
+    fn silence_with_a_backlog_is_not_idleness() {
+        let t0 = Instant::now();
+        let mut w = Watermarks::new(OOO, IDLE, true);
+        w.assign(Feature, 0, t0);
+        w.assign(Action, 0, t0);
+        assert_eq!(w.compute(t0 + IDLE * 2, 9_000_000), None);
+        w.observe(Feature, 0, Some(100_000), t0);
+        w.observe(Action, 0, Some(100_000), t0);
+        assert_eq!(w.compute(t0 + IDLE * 2, 9_000_000), Some(95_000));
+        w.set_caught_up(Feature, 0, true);
+        assert_eq!(w.compute(t0 + IDLE * 2, 9_000_000), Some(95_000));
+        w.set_caught_up(Action, 0, true);
+        assert_eq!(w.compute(t0 + IDLE * 2, 9_000_000), Some(8_995_000));
     }
 }
