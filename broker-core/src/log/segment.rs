@@ -61,18 +61,37 @@ impl Segment {
         index_interval: u64,
         now_ms: i64,
     ) -> io::Result<Self> {
-        let stem = file_stem(base_offset);
-        let path = dir.join(format!("{stem}.log"));
+        let path = dir.join(format!("{}.log", file_stem(base_offset)));
         let file = OpenOptions::new()
             .read(true)
-            .write(true)
+            .append(true)
             .create_new(true)
             .open(&path)?;
-        Ok(Self {
+        Ok(Self::with_file(
+            dir,
+            base_offset,
+            file,
+            0,
+            index_interval,
+            now_ms,
+        ))
+    }
+
+    /// A segment over an open file of `size` bytes, with empty indexes and no timestamps yet.
+    fn with_file(
+        dir: &Path,
+        base_offset: i64,
+        file: File,
+        size: u64,
+        index_interval: u64,
+        now_ms: i64,
+    ) -> Self {
+        let stem = file_stem(base_offset);
+        Self {
             base_offset,
             file: Arc::new(file),
-            path,
-            size: 0,
+            path: dir.join(format!("{stem}.log")),
+            size,
             next_offset: base_offset,
             max_timestamp: -1,
             max_timestamp_rel: 0,
@@ -81,7 +100,7 @@ impl Segment {
             bytes_since_index: 0,
             index_interval,
             created_ms: now_ms,
-        })
+        }
     }
 
     /// Opens an existing segment. With `verify`, every batch is scanned and CRC-checked, a bad tail
@@ -95,24 +114,10 @@ impl Segment {
         verify: bool,
         now_ms: i64,
     ) -> io::Result<(Self, ScanOutcome)> {
-        let stem = file_stem(base_offset);
-        let path = dir.join(format!("{stem}.log"));
+        let path = dir.join(format!("{}.log", file_stem(base_offset)));
         let file = OpenOptions::new().read(true).append(true).open(&path)?;
         let size = file.metadata()?.len();
-        let mut seg = Self {
-            base_offset,
-            file: Arc::new(file),
-            path,
-            size,
-            next_offset: base_offset,
-            max_timestamp: -1,
-            max_timestamp_rel: 0,
-            offset_index: SparseIndex::new(dir.join(format!("{stem}.index"))),
-            time_index: SparseIndex::new(dir.join(format!("{stem}.timeindex"))),
-            bytes_since_index: 0,
-            index_interval,
-            created_ms: now_ms,
-        };
+        let mut seg = Self::with_file(dir, base_offset, file, size, index_interval, now_ms);
         if !verify && seg.load_indexes()? {
             return Ok((
                 seg,
