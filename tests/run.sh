@@ -34,5 +34,7 @@ echo "== cargo fmt --check"
 cargo fmt --all --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo build --release (the joiner end-to-end tests run the release binary)"
+cargo build --release --locked -p joiner --bin recjoin
 echo "== cargo test"
 cargo test --workspace --locked

@@ -334,6 +334,8 @@ pub struct Expected {
     pub dead_letters: Vec<(String, u32, u64, String)>,
     /// Input records read.
     pub inputs: usize,
+    /// Expected samples per output partition.
+    pub per_partition: BTreeMap<u32, i64>,
 }
 
 /// Feeds the feature and action records (each partition in offset order; partitions and topics
@@ -395,6 +397,10 @@ pub fn expected(
     };
     Ok(Expected {
         samples: out.samples.iter().map(|s| s.bytes.to_vec()).collect(),
+        per_partition: out.samples.iter().fold(BTreeMap::new(), |mut m, s| {
+            *m.entry(s.partition).or_default() += 1;
+            m
+        }),
         dead_letters: out
             .dead_letters
             .iter()
@@ -441,7 +447,11 @@ pub fn wait_for_count(
             since = Instant::now();
         }
         if Instant::now() >= report {
-            eprintln!("{topic}: {n} of {want} records");
+            let per: Vec<i64> = end_offsets(bootstrap, topic)?
+                .values()
+                .map(|(l, h)| h - l)
+                .collect();
+            eprintln!("{topic}: {n} of {want} records; per partition {per:?}");
             report = Instant::now() + Duration::from_secs(10);
         }
         ensure!(
@@ -451,10 +461,15 @@ pub fn wait_for_count(
         if n == want && since.elapsed() >= settle {
             return Ok(n);
         }
-        ensure!(
-            Instant::now() < deadline,
-            "{topic} holds {n} records after {timeout:?}, expected {want}"
-        );
+        if Instant::now() >= deadline {
+            let per: Vec<(i32, i64)> = end_offsets(bootstrap, topic)?
+                .into_iter()
+                .map(|(p, (l, h))| (p, h - l))
+                .collect();
+            bail!(
+                "{topic} holds {n} records after {timeout:?}, expected {want}; per partition {per:?}"
+            );
+        }
         std::thread::sleep(Duration::from_millis(250));
     }
 }
