@@ -159,6 +159,26 @@ impl GroupCoordinator {
         self.closed.load(Ordering::Acquire)
     }
 
+    /// The checks every group request starts with, in Kafka's order: a served version, an open
+    /// coordinator, a group id.
+    pub(crate) fn precheck(
+        &self,
+        api: Api,
+        version: i16,
+        group_id: &str,
+    ) -> Result<(), ResponseError> {
+        if !is_supported(api, version) {
+            return Err(ResponseError::UnsupportedVersion);
+        }
+        if self.is_closed() {
+            return Err(ResponseError::NotCoordinator);
+        }
+        if group_id.is_empty() {
+            return Err(ResponseError::InvalidGroupId);
+        }
+        Ok(())
+    }
+
     /// Shuts down: parked JoinGroup/SyncGroup requests get NOT_COORDINATOR, every group goes
     /// Dead, later requests get NOT_COORDINATOR, and a final offsets snapshot is written.
     pub fn close(&self) -> Result<(), GroupError> {
@@ -199,15 +219,9 @@ impl GroupCoordinator {
     ) -> Answer<JoinOutcome> {
         let member_id = req.member_id.as_str();
         let fail = |e| Answer::Now(JoinOutcome::error(e, member_id));
-        if !is_supported(Api::JoinGroup, version) {
-            return fail(ResponseError::UnsupportedVersion);
-        }
-        if self.is_closed() {
-            return fail(ResponseError::NotCoordinator);
-        }
         let group_id = req.group_id.0.as_str();
-        if group_id.is_empty() {
-            return fail(ResponseError::InvalidGroupId);
+        if let Err(e) = self.precheck(Api::JoinGroup, version, group_id) {
+            return fail(e);
         }
         let config = &self.shared.config;
         let Some(session_timeout) = u64::try_from(req.session_timeout_ms)
@@ -434,15 +448,9 @@ impl GroupCoordinator {
 
     fn sync(&self, req: SyncGroupRequest, version: i16) -> Answer<SyncOutcome> {
         let fail = |e| Answer::Now(SyncOutcome::error(e));
-        if !is_supported(Api::SyncGroup, version) {
-            return fail(ResponseError::UnsupportedVersion);
-        }
-        if self.is_closed() {
-            return fail(ResponseError::NotCoordinator);
-        }
         let group_id = req.group_id.0.as_str();
-        if group_id.is_empty() {
-            return fail(ResponseError::InvalidGroupId);
+        if let Err(e) = self.precheck(Api::SyncGroup, version, group_id) {
+            return fail(e);
         }
         let member_id = req.member_id.as_str();
         let instance_id = req.group_instance_id.as_deref().filter(|_| version >= 3);
@@ -498,15 +506,9 @@ impl GroupCoordinator {
     }
 
     fn heartbeat_error(&self, req: &HeartbeatRequest, version: i16) -> Option<ResponseError> {
-        if !is_supported(Api::Heartbeat, version) {
-            return Some(ResponseError::UnsupportedVersion);
-        }
-        if self.is_closed() {
-            return Some(ResponseError::NotCoordinator);
-        }
         let group_id = req.group_id.0.as_str();
-        if group_id.is_empty() {
-            return Some(ResponseError::InvalidGroupId);
+        if let Err(e) = self.precheck(Api::Heartbeat, version, group_id) {
+            return Some(e);
         }
         let member_id = req.member_id.as_str();
         let instance_id = req.group_instance_id.as_deref().filter(|_| version >= 3);
@@ -578,14 +580,8 @@ impl GroupCoordinator {
         version: i16,
     ) -> (Option<ResponseError>, Vec<Option<ResponseError>>) {
         let all = |e| (Some(e), Vec::new());
-        if !is_supported(Api::LeaveGroup, version) {
-            return all(ResponseError::UnsupportedVersion);
-        }
-        if self.is_closed() {
-            return all(ResponseError::NotCoordinator);
-        }
-        if group_id.is_empty() {
-            return all(ResponseError::InvalidGroupId);
+        if let Err(e) = self.precheck(Api::LeaveGroup, version, group_id) {
+            return all(e);
         }
         let now = Instant::now();
         let mut groups = self.shared.groups.lock();

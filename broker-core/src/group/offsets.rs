@@ -126,15 +126,9 @@ impl GroupCoordinator {
 
     /// Kafka's group-level checks of an offset commit.
     fn validate_commit(&self, req: &OffsetCommitRequest, version: i16) -> Option<ResponseError> {
-        if !is_supported(Api::OffsetCommit, version) {
-            return Some(ResponseError::UnsupportedVersion);
-        }
-        if self.is_closed() {
-            return Some(ResponseError::NotCoordinator);
-        }
         let group_id = req.group_id.0.as_str();
-        if group_id.is_empty() {
-            return Some(ResponseError::InvalidGroupId);
+        if let Err(e) = self.precheck(Api::OffsetCommit, version, group_id) {
+            return Some(e);
         }
         let generation = req.generation_id_or_member_epoch;
         let member_id = req.member_id.as_str();
