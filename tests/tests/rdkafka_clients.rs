@@ -119,7 +119,14 @@ async fn idempotent_producer_round_trip_with_every_codec() -> Result<()> {
     Ok(())
 }
 
-type Ledger = Arc<Mutex<Vec<(i32, i64, String, usize)>>>;
+/// What the group members of one test share: the records they processed (partition, offset,
+/// value, member), the commits the group refused, and the members that own partitions.
+#[derive(Default)]
+struct Tally {
+    ledger: Mutex<Vec<(i32, i64, String, usize)>>,
+    commit_failures: std::sync::atomic::AtomicUsize,
+    assigned: Mutex<HashSet<usize>>,
+}
 
 /// One group member: processes (records into the ledger), then commits synchronously, one record
 /// at a time, until told to stop; then closes (leaving the group).
@@ -128,8 +135,7 @@ async fn member(
     (group, strategy): (String, &'static str),
     topic: String,
     id: usize,
-    ledger: Ledger,
-    commit_failures: Arc<std::sync::atomic::AtomicUsize>,
+    tally: Arc<Tally>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<()> {
     let consumer: Arc<StreamConsumer> = Arc::new(
@@ -145,15 +151,22 @@ async fn member(
             .create()?,
     );
     consumer.subscribe(&[&topic])?;
+    let mut assignment_check = tokio::time::interval(Duration::from_millis(50));
     let result: Result<()> = async {
         loop {
             tokio::select! {
                 _ = stop.changed() => return Ok(()),
+                _ = assignment_check.tick() => {
+                    if consumer.assignment()?.count() > 0 {
+                        tally.assigned.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.insert(id);
+                    }
+                }
                 m = consumer.recv() => {
                     let m = m.with_context(|| format!("member {id}: consumer error"))?;
                     let value = String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned();
                     let (partition, offset) = (m.partition(), m.offset());
-                    ledger
+                    tally
+                        .ledger
                         .lock()
                         .map_err(|_| anyhow::anyhow!("poisoned"))?
                         .push((partition, offset, value, id));
@@ -173,7 +186,7 @@ async fn member(
                         )
                     {
                         eprintln!("member {id}: commit of {partition}/{offset}: {e} (tolerated)");
-                        commit_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        tally.commit_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         continue;
                     }
                     committed
@@ -235,11 +248,16 @@ async fn group_exactly_once(strategy: &'static str) -> Result<()> {
     let n: usize = 6000;
 
     let producer: FutureProducer = producer_config(&bootstrap, "lz4").create()?;
+    // The producer runs up to the next step of the schedule below, so that a member joining at a
+    // step has records left to process once its assignment arrives (an incremental rebalance
+    // takes two rounds, and the others might drain a backlog before that).
+    let (limit_tx, mut limit) = watch::channel(0usize);
     let producer_task = {
         let topic = topic.clone();
         tokio::spawn(async move {
             let mut pending = Vec::new();
             for i in 0..n {
+                limit.wait_for(|l| *l > i).await?;
                 let value = format!("{i}");
                 let partition = i32::try_from(i % 8)?;
                 let fut = producer
@@ -263,9 +281,8 @@ async fn group_exactly_once(strategy: &'static str) -> Result<()> {
         })
     };
 
-    let ledger: Ledger = Arc::new(Mutex::new(Vec::new()));
-    let commit_failures = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let processed = || ledger.lock().map(|l| l.len()).unwrap_or(0);
+    let tally = Arc::new(Tally::default());
+    let processed = || tally.ledger.lock().map(|l| l.len()).unwrap_or(0);
     let mut members = HashMap::new();
     let spawn_member = |id: usize| {
         let (tx, rx) = watch::channel(false);
@@ -274,8 +291,7 @@ async fn group_exactly_once(strategy: &'static str) -> Result<()> {
             (group.clone(), strategy),
             topic.clone(),
             id,
-            Arc::clone(&ledger),
-            Arc::clone(&commit_failures),
+            Arc::clone(&tally),
             rx,
         ));
         (tx, handle)
@@ -299,10 +315,23 @@ async fn group_exactly_once(strategy: &'static str) -> Result<()> {
         (3300, Some(4), None),
         (4300, Some(5), Some(2)),
     ];
-    for (at, start, stop) in schedule {
+    for (step, (at, start, stop)) in schedule.iter().copied().enumerate() {
         wait_processed(&format!("step at {at}"), at, &processed).await?;
         if let Some(id) = start {
             members.insert(id, spawn_member(id));
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !tally
+                .assigned
+                .lock()
+                .map_err(|_| anyhow::anyhow!("poisoned"))?
+                .contains(&id)
+            {
+                ensure!(
+                    Instant::now() < deadline,
+                    "member {id}: no partitions after 60 s"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
         }
         if let Some(id) = stop {
             let (tx, handle): (watch::Sender<bool>, tokio::task::JoinHandle<Result<()>>) =
@@ -312,6 +341,7 @@ async fn group_exactly_once(strategy: &'static str) -> Result<()> {
                 .await
                 .context("member did not stop")???;
         }
+        limit_tx.send_replace(schedule.get(step + 1).map_or(n, |next| next.0));
     }
     tokio::time::timeout(Duration::from_secs(90), producer_task)
         .await
@@ -326,18 +356,21 @@ async fn group_exactly_once(strategy: &'static str) -> Result<()> {
             .context("member did not stop")???;
     }
 
-    let ledger = ledger
+    let ledger = tally
+        .ledger
         .lock()
         .map_err(|_| anyhow::anyhow!("poisoned"))?
         .clone();
-    let failures = commit_failures.load(std::sync::atomic::Ordering::Relaxed);
+    let failures = tally
+        .commit_failures
+        .load(std::sync::atomic::Ordering::Relaxed);
     let mut by_member: BTreeMap<usize, usize> = BTreeMap::new();
     for (.., id) in &ledger {
         *by_member.entry(*id).or_default() += 1;
     }
     ensure!(
-        by_member.len() >= 4,
-        "expected work spread over the members, got {by_member:?}"
+        by_member.len() == 5,
+        "expected work on every member, got {by_member:?}"
     );
     for (partition, offset, value, _) in &ledger {
         let i: usize = value.parse()?;
