@@ -55,6 +55,19 @@ impl Default for KafkaSettings {
     }
 }
 
+impl KafkaSettings {
+    /// librdkafka settings every client of the service starts from: the bootstrap servers and
+    /// the extra properties.
+    pub fn client_config(&self) -> rdkafka::ClientConfig {
+        let mut client = rdkafka::ClientConfig::new();
+        client.set("bootstrap.servers", &self.bootstrap);
+        for (k, v) in &self.properties {
+            client.set(k, v);
+        }
+        client
+    }
+}
+
 /// `[topics]`: where records come from and go to.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]

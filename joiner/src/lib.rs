@@ -10,6 +10,7 @@ pub mod config;
 pub mod engine;
 pub mod metrics;
 pub mod partitioner;
+pub mod replay;
 pub mod service;
 pub mod traffic;
 

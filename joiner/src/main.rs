@@ -29,6 +29,10 @@ enum Command {
     Join(joiner::cli::join::JoinArgs),
     /// Realistic synthetic features and actions.
     Gen(joiner::cli::generate::GenArgs),
+    /// Rebuild the samples whose feature time is in [from, to) from the input topics.
+    Replay(joiner::cli::replay::ReplayArgs),
+    /// Compare window settings on past input: actions captured against sample latency.
+    Tune(joiner::cli::replay::TuneArgs),
     /// Benchmarks; each prints one JSON line of results on stdout.
     Bench {
         #[command(subcommand)]
@@ -42,6 +46,8 @@ enum BenchCommand {
     Broker(joiner::cli::bench_broker::BenchBrokerArgs),
     /// Generator -> built-in broker -> joiner -> broker at increasing rates.
     E2e(joiner::cli::bench_e2e::BenchE2eArgs),
+    /// Replay of a generated data set from the built-in broker.
+    Replay(joiner::cli::bench_replay::BenchReplayArgs),
     /// The join engine alone on one thread, on a realistic synthetic mix (JSON extraction and
     /// sample encoding included; input generation excluded).
     ///
@@ -82,6 +88,22 @@ fn main() -> anyhow::Result<()> {
                 "{}",
                 tokio_runtime()?.block_on(joiner::cli::bench_e2e::run(args))?
             );
+        }
+        Command::Bench {
+            what: BenchCommand::Replay(args),
+        } => {
+            println!(
+                "{}",
+                tokio_runtime()?.block_on(joiner::cli::bench_replay::run(args))?
+            );
+        }
+        Command::Replay(args) => {
+            init_tracing();
+            joiner::cli::replay::run_replay(&args)?;
+        }
+        Command::Tune(args) => {
+            init_tracing();
+            joiner::cli::replay::run_tune(&args)?;
         }
         Command::Up(args) => {
             init_tracing();

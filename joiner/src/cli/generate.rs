@@ -113,10 +113,13 @@ pub fn run(args: &GenArgs, stop: &AtomicBool, stats: &GenStats) -> anyhow::Resul
                 GenTopic::Action => (&args.actions, partitions.1),
             };
             let partition = i32::try_from(partition_for_key(&r.key, n))?;
+            // The record timestamp (CreateTime) is when the record was logged, as a real
+            // producer sets it: replay finds its start offsets by it.
             let mut record = BaseRecord::<[u8], [u8]>::to(topic)
                 .key(&r.key[..])
                 .payload(&r.value[..])
-                .partition(partition);
+                .partition(partition)
+                .timestamp(r.arrival);
             loop {
                 match producer.send(record) {
                     Ok(()) => break,

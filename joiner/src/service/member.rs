@@ -326,11 +326,7 @@ pub fn run(
     stop: Arc<AtomicBool>,
     stats: Arc<MemberStats>,
 ) -> anyhow::Result<()> {
-    let mut client = ClientConfig::new();
-    client.set("bootstrap.servers", &settings.kafka.bootstrap);
-    for (k, v) in &settings.kafka.properties {
-        client.set(k, v);
-    }
+    let client = settings.kafka.client_config();
     super::topology::check_and_create(&client, &settings.topics)?;
     let engine = Engine::new(settings.join.clone())?;
     let watermarks = Watermarks::new(
