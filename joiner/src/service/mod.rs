@@ -3,6 +3,7 @@
 //! offsets (DESIGN.md sections 3 and 4).
 
 pub mod member;
+pub mod metrics;
 pub mod output;
 pub mod tail;
 pub mod topology;
