@@ -32,8 +32,13 @@ pub struct BenchReplayArgs {
     pub workers: Option<usize>,
 }
 
-/// Event time of the first generated impression: fixed, so runs are comparable.
-const START_TS: i64 = 1_767_225_600_000;
+/// Event time of the first generated impression: a day ago, rounded down to the hour. Records
+/// carry their event time as timestamp, so it must be recent: the broker's retention (7 days by
+/// record time) would delete an older data set while it is being written.
+fn start_ts() -> i64 {
+    const HOUR: i64 = 3_600_000;
+    (crate::now_ms() - 24 * HOUR) / HOUR * HOUR
+}
 
 /// Runs the benchmark and returns the JSON line.
 pub async fn run(args: BenchReplayArgs) -> anyhow::Result<String> {
@@ -51,13 +56,14 @@ pub async fn run(args: BenchReplayArgs) -> anyhow::Result<String> {
             .create_topic(topic, args.partitions, Default::default())?;
     }
 
+    let start_ts = start_ts();
     let gen_args = GenArgs {
         bootstrap: bootstrap.clone(),
         rate: args.rate,
         duration: None,
         count: Some(args.records),
         seed: 7,
-        start_ts: Some(START_TS),
+        start_ts: Some(start_ts),
         speed: 0.0,
         features: settings.topics.features.clone(),
         actions: settings.topics.actions.clone(),
@@ -71,8 +77,8 @@ pub async fn run(args: BenchReplayArgs) -> anyhow::Result<String> {
 
     let workers = args.workers.unwrap_or_else(default_workers);
     let range = TimeRange {
-        from: START_TS,
-        to: START_TS + 365 * 24 * 3600 * 1000,
+        from: start_ts,
+        to: start_ts + 365 * 24 * 3600 * 1000,
     };
     let summary = tokio::task::spawn_blocking(move || {
         crate::replay::replay(&settings, range, &Destination::Discard, workers, false)

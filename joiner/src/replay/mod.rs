@@ -254,6 +254,7 @@ pub fn replay(
         join.max_out_of_orderness,
     );
     let plans = plan_inputs(&client, settings, &bounds)?;
+    tracing::debug!(?bounds, ?plans, "replay plan");
     let sink = Sink::open(dest, &client, &settings.topics)?;
     let started = Instant::now();
     let feeds = read_in_workers(&client, &plans, &bounds, workers, show_progress, || {
