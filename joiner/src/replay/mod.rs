@@ -247,9 +247,10 @@ pub fn replay(
     );
     let client = settings.kafka.client_config();
     let join = &settings.join;
+    let remembered = join.closed_key_retention.unwrap_or(join.idle_timeout);
     let bounds = ReadBounds::new(
         range,
-        join.hard_timeout,
+        join.hard_timeout + remembered,
         join.hard_timeout,
         join.max_out_of_orderness,
     );

@@ -49,14 +49,14 @@ impl TimeRange {
     }
 }
 
-/// The event-time bounds of the input read for a range, given the longest hard timeout and the
-/// out-of-orderness bound.
+/// The event-time bounds of the input read for a range.
 ///
-/// Features are read from `from - hard` (not just `from`): a key's first feature decides whether
-/// a later one is a duplicate, so a replay must see the features the live joiner saw before the
-/// range. Actions are read from `from - hard` too (an action may precede its feature's time by
-/// clock skew and waits as an orphan) up to `to + action_horizon` (every action that can join a
-/// feature of the range has `ts <= feature_ts + hard < to + hard`).
+/// Features are read from `from - lookback` (not just `from`), where the lookback is the hard
+/// timeout plus how long a closed key is remembered: a key's earlier feature decides whether a
+/// later one is a duplicate, so a replay must see the features the live joiner saw before the
+/// range. Actions are read from there too (an action may precede its feature's time by clock skew
+/// and waits as an orphan) up to `to + action_horizon` (every action that can join a feature of
+/// the range has `ts <= feature_ts + hard < to + hard`).
 ///
 /// Reading starts at the offset `ListOffsets` gives for the lower bound minus the
 /// out-of-orderness allowance, by record timestamp (CreateTime, which a producer sets at or after
@@ -77,18 +77,21 @@ pub struct ReadBounds {
 }
 
 impl ReadBounds {
-    /// Bounds for a replay of `range` under windows with hard timeout `hard` and actions read for
-    /// `action_horizon` past the range.
+    /// Bounds for a replay of `range`: input read from `lookback` before it, actions for
+    /// `action_horizon` past it.
     pub fn new(
         range: TimeRange,
-        hard: Duration,
+        lookback: Duration,
         action_horizon: Duration,
         out_of_orderness: Duration,
     ) -> Self {
         let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4);
         let slack_ms = ms(out_of_orderness);
         Self {
-            start_ts: range.from.saturating_sub(ms(hard)).saturating_sub(slack_ms),
+            start_ts: range
+                .from
+                .saturating_sub(ms(lookback))
+                .saturating_sub(slack_ms),
             features_until: range.to,
             actions_until: range.to.saturating_add(ms(action_horizon)),
             slack_ms,

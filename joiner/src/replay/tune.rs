@@ -213,7 +213,13 @@ pub fn tune(
             .map_err(|e| anyhow::anyhow!("idle {:?} with hard {:?}: {e}", w.idle, w.hard))?;
     }
     let client = settings.kafka.client_config();
-    let bounds = ReadBounds::new(range, longest, horizon, settings.join.max_out_of_orderness);
+    let remembered = idle.iter().copied().max().unwrap_or_default();
+    let bounds = ReadBounds::new(
+        range,
+        longest + settings.join.closed_key_retention.unwrap_or(remembered),
+        horizon,
+        settings.join.max_out_of_orderness,
+    );
     let plans = super::plan_inputs(&client, settings, &bounds)?;
     let feeds = super::read_in_workers(&client, &plans, &bounds, workers, show_progress, || {
         Ok(TuneFeed {
