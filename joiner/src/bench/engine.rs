@@ -66,13 +66,16 @@ pub struct EngineBenchResult {
     pub expired_orphans: u64,
     /// Actions after close.
     pub actions_after_close: u64,
+    /// Digest (word-wise FNV-1a) of the samples (key, bytes, window end) in emission order, to
+    /// check that an engine change keeps the output byte for byte. Not part of the timed time.
+    pub samples_digest: u64,
 }
 
 impl EngineBenchResult {
     /// One JSON line.
     pub fn to_json_line(&self) -> String {
         format!(
-            "{{\"bench\":\"engine\",\"records\":{},\"samples\":{},\"engine_secs\":{:.3},\"push_secs\":{:.3},\"gen_secs\":{:.3},\"records_per_s\":{:.0},\"samples_per_s\":{:.0},\"bytes_per_pending_key\":{},\"peak_pending_keys\":{},\"structure_bytes_per_pending_key\":{:.1},\"closed_keys_at_peak\":{},\"late\":{},\"dead_letters\":{},\"samples_idle\":{},\"samples_hard_timeout\":{},\"samples_no_action\":{},\"expired_orphans\":{},\"actions_after_close\":{}}}",
+            "{{\"bench\":\"engine\",\"records\":{},\"samples\":{},\"engine_secs\":{:.3},\"push_secs\":{:.3},\"gen_secs\":{:.3},\"records_per_s\":{:.0},\"samples_per_s\":{:.0},\"bytes_per_pending_key\":{},\"peak_pending_keys\":{},\"structure_bytes_per_pending_key\":{:.1},\"closed_keys_at_peak\":{},\"late\":{},\"dead_letters\":{},\"samples_idle\":{},\"samples_hard_timeout\":{},\"samples_no_action\":{},\"expired_orphans\":{},\"actions_after_close\":{},\"samples_digest\":\"{:016x}\"}}",
             self.records,
             self.samples,
             self.engine_secs,
@@ -92,6 +95,7 @@ impl EngineBenchResult {
             self.by_reason[2],
             self.expired_orphans,
             self.actions_after_close,
+            self.samples_digest,
         )
     }
 }
@@ -117,6 +121,7 @@ pub fn run(args: &EngineBenchArgs, live_bytes: Option<fn() -> usize>) -> EngineB
     let mut push_time = Duration::ZERO;
     let mut max_ts = i64::MIN;
     let mut best_ratio = None;
+    let mut digest = 0xcbf2_9ce4_8422_2325u64;
     while res.records < args.records {
         let n = usize::try_from(args.records - res.records)
             .unwrap_or(usize::MAX)
@@ -142,9 +147,16 @@ pub fn run(args: &EngineBenchArgs, live_bytes: Option<fn() -> usize>) -> EngineB
         }
         push_time += t0.elapsed();
         engine.advance_watermark(max_ts - bound, &mut out);
+        let d0 = Instant::now();
         res.samples += out.samples.len() as u64;
+        for s in &out.samples {
+            digest = fnv1a(digest, &s.key);
+            digest = fnv1a(digest, &s.bytes);
+            digest = fnv1a(digest, &s.window_end.to_le_bytes());
+        }
+        let digest_time = d0.elapsed();
         out.clear();
-        engine_time += t0.elapsed();
+        engine_time += t0.elapsed() - digest_time;
 
         res.records += n as u64;
         drop(buf);
@@ -174,5 +186,20 @@ pub fn run(args: &EngineBenchArgs, live_bytes: Option<fn() -> usize>) -> EngineB
     res.by_reason = [c.samples_idle, c.samples_hard_timeout, c.samples_no_action];
     res.expired_orphans = c.expired_orphans;
     res.actions_after_close = c.actions_after_close;
+    res.samples_digest = digest;
     res
+}
+
+/// FNV-1a over `b`, continuing from `h`, eight bytes at a time (the last word zero-padded,
+/// then the length).
+fn fnv1a(mut h: u64, b: &[u8]) -> u64 {
+    let mut words = b.chunks_exact(8);
+    for w in &mut words {
+        let x = u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
+        h = (h ^ x).wrapping_mul(0x0100_0000_01b3);
+    }
+    let mut last = [0u8; 8];
+    last[..words.remainder().len()].copy_from_slice(words.remainder());
+    h = (h ^ u64::from_le_bytes(last)).wrapping_mul(0x0100_0000_01b3);
+    (h ^ b.len() as u64).wrapping_mul(0x0100_0000_01b3)
 }

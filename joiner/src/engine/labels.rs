@@ -60,6 +60,8 @@ struct Label {
 #[derive(Debug)]
 pub(crate) struct Labels {
     labels: Vec<Label>,
+    /// The object written when no action was accepted (most samples are negatives).
+    none: Box<[u8]>,
 }
 
 /// What a label needs of an accepted action.
@@ -93,11 +95,26 @@ impl Labels {
                 }
             })
             .collect();
-        Self { labels }
+        let mut l = Self {
+            labels,
+            none: Box::default(),
+        };
+        let mut none = Vec::new();
+        l.write_all(&[], &mut none);
+        l.none = none.into();
+        l
     }
 
     /// Writes the `labels` object for the accepted actions (sorted by event time, then type).
     pub(crate) fn write(&self, accepted: &[LabelInput], out: &mut Vec<u8>) {
+        if accepted.is_empty() {
+            out.extend_from_slice(&self.none);
+        } else {
+            self.write_all(accepted, out);
+        }
+    }
+
+    fn write_all(&self, accepted: &[LabelInput], out: &mut Vec<u8>) {
         out.push(b'{');
         for (i, l) in self.labels.iter().enumerate() {
             if i > 0 {
@@ -126,16 +143,35 @@ impl Labels {
     }
 }
 
-/// Formats a non-negative integer into `buf`, returning the digits.
+/// The decimal digits of 0..100, two bytes each.
+const PAIRS: [u8; 200] = {
+    let mut t = [0u8; 200];
+    let mut i = 0;
+    while i < 100 {
+        t[2 * i] = b'0' + (i / 10) as u8;
+        t[2 * i + 1] = b'0' + (i % 10) as u8;
+        i += 1;
+    }
+    t
+};
+
+/// Formats a non-negative integer into `buf`, returning the digits (two digits per division:
+/// event times have 13).
 pub(crate) fn fmt_u64(mut v: u64, buf: &mut [u8; 20]) -> &[u8] {
     let mut i = buf.len();
-    loop {
+    while v >= 100 {
+        let r = (v % 100) as usize;
+        v /= 100;
+        i -= 2;
+        buf[i..i + 2].copy_from_slice(&PAIRS[2 * r..2 * r + 2]);
+    }
+    if v >= 10 {
+        let r = v as usize;
+        i -= 2;
+        buf[i..i + 2].copy_from_slice(&PAIRS[2 * r..2 * r + 2]);
+    } else {
         i -= 1;
-        buf[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
+        buf[i] = b'0' + v as u8;
     }
     &buf[i..]
 }
@@ -160,10 +196,71 @@ pub(crate) fn write_f64(v: f64, out: &mut Vec<u8>) {
     use std::io::Write;
     if v == 0.0 {
         out.extend_from_slice(b"0.0");
+    } else if v.fract() == 0.0 && v.abs() < 1e15 {
+        // Integral (a sample rate of 1, sums of whole milliseconds): `{:?}` prints the digits and
+        // `.0`; this skips the float formatter, which is slow.
+        write_i64(v as i64, out);
+        out.extend_from_slice(b".0");
     } else if v.is_finite() {
         // `{:?}` prints the shortest round-trip form and keeps `.0` on integral values.
         let _ = write!(out, "{v:?}");
     } else {
         out.extend_from_slice(b"null");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fmt_u64_matches_display() {
+        let mut vals = vec![
+            0,
+            1,
+            9,
+            10,
+            99,
+            100,
+            101,
+            999,
+            1000,
+            1_732_150_000_123,
+            u64::MAX,
+        ];
+        vals.extend((0..64).map(|s| 1u64 << s));
+        vals.extend((0..20).map(|e| 10u64.pow(e) - 1));
+        for v in vals {
+            let mut buf = [0u8; 20];
+            assert_eq!(fmt_u64(v, &mut buf), v.to_string().as_bytes());
+        }
+    }
+
+    #[test]
+    fn write_f64_matches_debug_format() {
+        let mut vals = vec![
+            1.0,
+            -1.0,
+            0.5,
+            1e15 - 1.0,
+            1e15,
+            1e16,
+            123_456.0,
+            -7.25,
+            1e300,
+            3e-7,
+        ];
+        let mut x = 1.0f64;
+        for _ in 0..60 {
+            x *= 2.3;
+            vals.push(x.floor());
+            vals.push(-x.floor());
+            vals.push(x);
+        }
+        for v in vals {
+            let mut out = Vec::new();
+            write_f64(v, &mut out);
+            assert_eq!(String::from_utf8(out).unwrap(), format!("{v:?}"), "{v}");
+        }
     }
 }

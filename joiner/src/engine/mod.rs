@@ -34,16 +34,19 @@ pub mod record;
 pub mod timers;
 
 mod arena;
+mod hugepages;
+mod index;
 mod labels;
 mod offsets;
 mod sample;
+mod store;
 mod window;
 
 use std::cmp::Ordering;
 use std::hash::BuildHasher;
 
 use bytes::Bytes;
-use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
+use hashbrown::{DefaultHashBuilder, HashMap};
 
 pub use config::{Agg, ConfigError, JoinConfig, LabelDef, TimeSource};
 pub use labels::MAX_ACTION_TYPES;
@@ -53,9 +56,11 @@ pub use window::CloseReason;
 
 use arena::Arena;
 use config::WindowsMs;
+use index::Index;
 use labels::{LabelInput, Labels, Types};
 use offsets::{Guard, Guards, OffsetTracker, Ticket};
 use record::{FieldNames, Want};
+use store::{Span, Store};
 use timers::TimerWheel;
 
 /// Which input topic a record comes from.
@@ -248,44 +253,49 @@ const NO_TICKET: Ticket = Ticket {
     tracker: u32::MAX,
     seq: 0,
 };
-const PAGE_BITS: u32 = 12;
+/// Slots per page: 65536 (4 MiB), so that each page holds at least one whole huge page.
+const PAGE_BITS: u32 = 16;
 const PAGE: usize = 1 << PAGE_BITS;
 
-/// A stored feature, or (with `raw_len == 0`) just a key. 56 bytes.
+/// A stored feature, or (with `raw_len == 0`) just a key. 40 bytes.
 ///
-/// Layouts of `raw`: the sample prefix with the key inside it at `key_off > 0` (keys that need
-/// no escaping, the usual case); the decoded key then the prefix (`key_off == 0`); or only the
-/// key (`raw_len == 0`).
+/// Layouts of `raw` (in the engine's [`Store`], which must get it back when the `Feat` is
+/// dropped: see [`Engine::drop_feat`]): the sample prefix with the key inside it at
+/// `key_off > 0` (keys that need no escaping, the usual case); the decoded key then the prefix
+/// (`key_off == 0`); or only the key (`raw_len == 0`).
 #[derive(Debug, Clone)]
 struct Feat {
-    raw: Bytes,
-    ts: i64,
-    ticket: Ticket,
+    raw: Span,
     /// Input size of the feature record (0 for a bare key).
     raw_len: u32,
+    ts: i64,
+    ticket: Ticket,
     key_len: u16,
     key_off: u16,
+    /// [`Engine::hash`] of the key (kept so that the index never re-reads keys).
+    hash: u32,
 }
 
 impl Feat {
-    fn key(&self) -> &[u8] {
+    fn key<'a>(&self, store: &'a Store) -> &'a [u8] {
         let o = usize::from(self.key_off);
-        &self.raw[o..o + usize::from(self.key_len)]
+        &store.get(self.raw)[o..o + usize::from(self.key_len)]
     }
 
-    fn prefix(&self) -> &[u8] {
+    fn prefix<'a>(&self, store: &'a Store) -> &'a [u8] {
+        let raw = store.get(self.raw);
         if self.key_off == 0 {
-            &self.raw[usize::from(self.key_len)..]
+            &raw[usize::from(self.key_len)..]
         } else {
-            &self.raw[..]
+            raw
         }
     }
 
     /// The deterministic order among features of one key.
-    fn cmp_order(&self, other: &Feat) -> Ordering {
+    fn cmp_order(&self, other: &Feat, store: &Store) -> Ordering {
         self.ts
             .cmp(&other.ts)
-            .then_with(|| self.prefix().cmp(other.prefix()))
+            .then_with(|| self.prefix(store).cmp(other.prefix(store)))
     }
 }
 
@@ -326,6 +336,30 @@ fn act_order(types: &Types, a: &Act, b: &Act) -> Ordering {
         .then_with(|| a.raw.cmp(&b.raw))
 }
 
+/// Sorts samples by `(window_end, key)`. Samples closed in deadline order are already in
+/// `window_end` order (a key's window closes at its deadline) except in rare cases (a window
+/// re-opened and closed within one advance), so usually only runs with equal `window_end` need
+/// sorting, by key: much cheaper than sorting the whole list of large structs.
+fn sort_samples(s: &mut [Sample]) {
+    if !s.is_sorted_by_key(|x| x.window_end) {
+        s.sort_unstable_by(|a, b| {
+            a.window_end
+                .cmp(&b.window_end)
+                .then_with(|| a.key.cmp(&b.key))
+        });
+        return;
+    }
+    let mut i = 0;
+    while i < s.len() {
+        let end = s[i].window_end;
+        let n = s[i..].iter().take_while(|x| x.window_end == end).count();
+        if n > 1 {
+            s[i..i + n].sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        }
+        i += n;
+    }
+}
+
 /// Rarely used parts of a key's state, boxed so that the common key (a feature, no action) stays
 /// small.
 #[derive(Debug, Default)]
@@ -355,8 +389,9 @@ enum State {
     Closed,
 }
 
-/// The state of one key.
+/// The state of one key: one cache line.
 #[derive(Debug)]
+#[repr(align(64))]
 struct Slot {
     f: Feat,
     deadline: i64,
@@ -369,12 +404,13 @@ impl Slot {
     fn free() -> Self {
         Slot {
             f: Feat {
-                raw: Bytes::new(),
+                raw: Span::EMPTY,
                 ts: 0,
                 ticket: NO_TICKET,
                 raw_len: 0,
                 key_len: 0,
                 key_off: 0,
+                hash: 0,
             },
             deadline: i64::MAX,
             partition: 0,
@@ -398,7 +434,7 @@ pub struct Engine {
     labels: Labels,
     /// `{"<key field>":"`, the start of every sample.
     header: Box<[u8]>,
-    table: HashTable<u32>,
+    index: Index,
     hasher: DefaultHashBuilder,
     pages: Vec<Vec<Slot>>,
     free: Vec<u32>,
@@ -414,6 +450,9 @@ pub struct Engine {
     /// Tracker ids by partition number (feature, action), `u32::MAX` when none: the map lookup
     /// per record was measurable.
     tracker_fast: Vec<[u32; 2]>,
+    /// Feature prefixes and keys of slots.
+    store: Store,
+    /// Raw bytes of buffered actions.
     arena: Arena,
     out_arena: Arena,
     key_buf: Vec<u8>,
@@ -452,7 +491,7 @@ impl Engine {
             types,
             labels,
             header: header.into(),
-            table: HashTable::new(),
+            index: Index::new(),
             hasher: DefaultHashBuilder::default(),
             pages: Vec::new(),
             free: Vec::new(),
@@ -464,6 +503,7 @@ impl Engine {
             max_ts: Vec::new(),
             tracker_src: Vec::new(),
             tracker_fast: Vec::new(),
+            store: Store::new(store::CHUNK),
             arena: Arena::new(arena::CHUNK),
             out_arena: Arena::new(arena::CHUNK),
             key_buf: Vec::new(),
@@ -490,6 +530,12 @@ impl Engine {
     /// Current state size.
     pub fn stats(&self) -> Stats {
         self.stats
+    }
+
+    /// Stored byte strings (feature prefixes and keys) the engine holds: 0 once every key is
+    /// forgotten (a leak check for tests).
+    pub fn stored_payloads(&self) -> u64 {
+        self.store.live_spans()
     }
 
     /// The watermark last given (`i64::MIN` before any).
@@ -546,8 +592,8 @@ impl Engine {
     /// Approximate heap bytes of the engine's own structures (capacity based, excluding stored
     /// payload bytes and boxed extras). For metrics; the benchmark measures the real figure.
     pub fn structure_bytes(&self) -> usize {
-        self.pages.len() * PAGE * std::mem::size_of::<Slot>()
-            + self.table.capacity() * (std::mem::size_of::<u32>() + 1)
+        self.pages.iter().map(Vec::capacity).sum::<usize>() * std::mem::size_of::<Slot>()
+            + self.index.heap_bytes()
             + self.timers.heap_bytes()
             + self
                 .trackers
@@ -606,13 +652,21 @@ impl Engine {
         &mut self.pages[(idx >> PAGE_BITS) as usize][idx as usize & (PAGE - 1)]
     }
 
-    fn find(&self, hash: u64, key: &[u8]) -> Option<u32> {
-        self.table
-            .find(hash, |&i| self.slot(i).f.key() == key)
-            .copied()
+    /// The index hash of a key.
+    #[inline]
+    fn hash(&self, key: &[u8]) -> u32 {
+        // The high half: foldhash mixes it at least as well as the low one.
+        (self.hasher.hash_one(key) >> 32) as u32
     }
 
-    fn new_slot(&mut self, slot: Slot, hash: u64) -> u32 {
+    fn find(&self, hash: u32, key: &[u8]) -> Option<u32> {
+        self.index
+            .find(hash, |i| self.slot(i).f.key(&self.store) == key)
+    }
+
+    /// Adds a slot for a key not in the index; `slot.f.hash` must be set.
+    fn new_slot(&mut self, slot: Slot) -> u32 {
+        let hash = slot.f.hash;
         let idx = match self.free.pop() {
             Some(i) => {
                 *self.slot_mut(i) = slot;
@@ -620,7 +674,13 @@ impl Engine {
             }
             None => {
                 if self.pages.last().is_none_or(|p| p.len() == PAGE) {
-                    self.pages.push(Vec::with_capacity(PAGE));
+                    // The first page starts small and doubles up to PAGE (small engines stay
+                    // small); later ones are allocated whole, on huge pages: slots are reached
+                    // at random, and huge pages spare a TLB miss per access.
+                    let cap = if self.pages.is_empty() { 1024 } else { PAGE };
+                    let page: Vec<Slot> = Vec::with_capacity(cap);
+                    hugepages::advise(page.as_ptr().cast(), cap * std::mem::size_of::<Slot>());
+                    self.pages.push(page);
                 }
                 let n = self.pages.len() - 1;
                 let page = &mut self.pages[n];
@@ -628,26 +688,20 @@ impl Engine {
                 u32::try_from(n * PAGE + page.len() - 1).unwrap_or(u32::MAX)
             }
         };
-        let pages = &self.pages;
-        let hasher = &self.hasher;
-        // The hash is not stored (8 bytes per key): a resize recomputes it from the key. (A
-        // 24-bit hash kept in the slot's padding measured no faster.)
-        self.table.insert_unique(hash, idx, |&i| {
-            hasher.hash_one(
-                pages[(i >> PAGE_BITS) as usize][i as usize & (PAGE - 1)]
-                    .f
-                    .key(),
-            )
-        });
+        self.index.insert(hash, idx);
         idx
+    }
+
+    /// Gives a feature's stored bytes back and releases nothing else.
+    #[inline]
+    fn drop_feat(&mut self, f: Feat) {
+        self.store.free(f.raw);
     }
 
     fn free_slot(&mut self, idx: u32) {
         let s = std::mem::replace(self.slot_mut(idx), Slot::free());
-        let hash = self.hasher.hash_one(s.f.key());
-        if let Ok(e) = self.table.find_entry(hash, |&i| i == idx) {
-            e.remove();
-        }
+        self.index.remove(s.f.hash, idx);
+        self.store.free(s.f.raw);
         match s.state {
             State::Open => {
                 self.stats.pending_keys -= 1;
@@ -662,8 +716,9 @@ impl Engine {
             for a in &x.actions {
                 self.release(a.ticket);
             }
-            for f in &x.feats {
+            for f in x.feats {
                 self.release(f.ticket);
+                self.store.free(f.raw);
             }
             for &t in &x.held {
                 self.release(t);
@@ -790,6 +845,13 @@ impl Engine {
             TopicKind::Action => self.counters.actions_in += 1,
         }
         let tracker = self.tracker(src.kind, src.partition);
+        let early = self.prefetch_key(&rec.value);
+        if src.kind == TopicKind::Feature
+            && let Some(&i) = self.free.last()
+        {
+            // A new key takes the last freed slot: start loading it too.
+            prefetch(std::ptr::from_ref(self.slot(i)).cast());
+        }
         let p = match self.parse(&rec) {
             Ok(p) => p,
             Err(reason) => {
@@ -810,12 +872,21 @@ impl Engine {
             return;
         }
         let mut kb = std::mem::take(&mut self.key_buf);
-        let key_js = p.fields.key.as_ref().map(|k| (k.span.clone(), k.escaped));
-        let key: &[u8] = match key_js {
-            Some((span, false)) => &rec.value[span],
+        let plain = p
+            .fields
+            .key
+            .as_ref()
+            .filter(|k| !k.escaped)
+            .map(|k| k.span.clone());
+        let key: &[u8] = match &plain {
+            Some(span) => &rec.value[span.clone()],
             _ => &kb,
         };
-        let hash = self.hasher.hash_one(key);
+        // The early guess is right when the parser found the key where it looked.
+        let hash = match (early, plain) {
+            (Some((end, h)), Some(span)) if span.start == self.header.len() && span.end == end => h,
+            _ => self.hash(key),
+        };
         match src.kind {
             TopicKind::Feature => self.on_feature(&rec, tracker, key, hash, &p),
             TopicKind::Action => self.on_action(&rec, tracker, key, hash, &p, out),
@@ -824,12 +895,41 @@ impl Engine {
         self.key_buf = kb;
     }
 
-    fn make_feat(&mut self, rec: &InputRecord, tracker: u32, key: &[u8], p: &Parsed) -> Feat {
-        let plain = record::needs_no_escape(key);
+    /// Starts loading the index entry of a record's key before the record is parsed, when the
+    /// record starts the usual way (`{"<key field>":"` and a key without escapes): parsing the
+    /// rest hides the cache miss. Returns the end of that key and its hash; only a guess until
+    /// the parser confirms where the key is.
+    #[inline]
+    fn prefetch_key(&self, b: &[u8]) -> Option<(usize, u32)> {
+        let h = self.header.len();
+        if !b.starts_with(&self.header) {
+            return None;
+        }
+        let n = memchr::memchr2(b'"', b'\\', &b[h..])?;
+        if b[h + n] != b'"' {
+            return None;
+        }
+        let hash = self.hash(&b[h..h + n]);
+        self.index.prefetch(hash);
+        Some((h + n, hash))
+    }
+
+    fn make_feat(
+        &mut self,
+        rec: &InputRecord,
+        tracker: u32,
+        key: &[u8],
+        hash: u32,
+        p: &Parsed,
+    ) -> Feat {
+        // A key written without escapes in the record has none of the bytes JSON escapes (the
+        // parser checked), so only an unescaped key needs the scan.
+        let raw_plain = p.fields.key.as_ref().is_some_and(|k| !k.escaped);
+        let plain = raw_plain || record::needs_no_escape(key);
         let max = sample::prefix_max_len(&self.header, key.len(), &p.fields)
             + if plain { 0 } else { key.len() };
         let header = &self.header;
-        let buf = self.arena.begin(max);
+        let buf = self.store.begin(max);
         let key_off = if plain {
             header.len()
         } else {
@@ -837,7 +937,7 @@ impl Engine {
             0
         };
         sample::write_prefix(header, key, plain, p.ts, &rec.value, &p.fields, buf);
-        let raw = self.arena.finish();
+        let raw = self.store.finish();
         let ticket = self.hold(tracker, rec.source.offset);
         Feat {
             raw,
@@ -847,17 +947,19 @@ impl Engine {
             // Keys are at most MAX_KEY_LEN and the header is bounded by the config check.
             key_len: u16::try_from(key.len()).unwrap_or(u16::MAX),
             key_off: u16::try_from(key_off).unwrap_or(0),
+            hash,
         }
     }
 
-    fn key_only(&mut self, key: &[u8]) -> Feat {
+    fn key_only(&mut self, key: &[u8], hash: u32) -> Feat {
         Feat {
-            raw: self.arena.copy(key),
+            raw: self.store.copy(key),
             ts: 0,
             ticket: NO_TICKET,
             raw_len: 0,
             key_len: u16::try_from(key.len()).unwrap_or(u16::MAX),
             key_off: 0,
+            hash,
         }
     }
 
@@ -872,8 +974,9 @@ impl Engine {
         self.stats.pending_keys += 1;
         self.stats.pending_feature_bytes += u64::from(f.raw_len);
         let s = self.slot_mut(idx);
-        s.f = f;
+        let old = std::mem::replace(&mut s.f, f);
         s.state = State::Open;
+        self.drop_feat(old);
         self.refresh_open(idx);
     }
 
@@ -885,33 +988,37 @@ impl Engine {
         self.set_deadline(idx, d.deadline);
     }
 
-    fn on_feature(&mut self, rec: &InputRecord, tracker: u32, key: &[u8], hash: u64, p: &Parsed) {
+    fn on_feature(&mut self, rec: &InputRecord, tracker: u32, key: &[u8], hash: u32, p: &Parsed) {
         let Some(idx) = self.find(hash, key) else {
-            let f = self.make_feat(rec, tracker, key, p);
+            let f = self.make_feat(rec, tracker, key, hash, p);
             let mut slot = Slot::free();
             slot.partition = rec.source.partition;
-            let idx = self.new_slot(slot, hash);
-            self.open_with(idx, f);
+            slot.f = f;
+            slot.state = State::Open;
+            self.stats.pending_keys += 1;
+            self.stats.pending_feature_bytes += u64::from(slot.f.raw_len);
+            let idx = self.new_slot(slot);
+            self.refresh_open(idx);
             return;
         };
         self.note_partition(idx, rec.source.partition);
         match self.slot(idx).state {
             State::Orphans => {
                 self.stats.orphan_keys -= 1;
-                let f = self.make_feat(rec, tracker, key, p);
+                let f = self.make_feat(rec, tracker, key, hash, p);
                 self.open_with(idx, f);
             }
             State::Open => {
                 let cur_ts = self.slot(idx).f.ts;
                 if p.ts > cur_ts {
                     // Resolved at close: it may be a duplicate or start a later window.
-                    let f = self.make_feat(rec, tracker, key, p);
+                    let f = self.make_feat(rec, tracker, key, hash, p);
                     let s = self.slot_mut(idx);
                     s.extra.get_or_insert_default().feats.push(f);
                     return;
                 }
-                let f = self.make_feat(rec, tracker, key, p);
-                let cmp = f.cmp_order(&self.slot(idx).f);
+                let f = self.make_feat(rec, tracker, key, hash, p);
+                let cmp = f.cmp_order(&self.slot(idx).f, &self.store);
                 if p.ts == cur_ts {
                     // Same time: certainly one window; keep the smaller, drop the other.
                     self.counters.duplicate_features += 1;
@@ -919,11 +1026,12 @@ impl Engine {
                         self.stats.pending_feature_bytes += u64::from(f.raw_len);
                         let old = std::mem::replace(&mut self.slot_mut(idx).f, f);
                         self.stats.pending_feature_bytes -= u64::from(old.raw_len);
-                        old.ticket
+                        old
                     } else {
-                        f.ticket
+                        f
                     };
-                    self.release_as_trigger(idx, loser);
+                    self.release_as_trigger(idx, loser.ticket);
+                    self.drop_feat(loser);
                     return;
                 }
                 // An earlier feature: it becomes the window's feature, the old one waits.
@@ -943,7 +1051,7 @@ impl Engine {
                     self.trackers[tracker as usize].consumed(rec.source.offset);
                     self.note_trigger(idx, tracker, rec.source.offset);
                 } else {
-                    let f = self.make_feat(rec, tracker, key, p);
+                    let f = self.make_feat(rec, tracker, key, hash, p);
                     self.slot_mut(idx)
                         .extra
                         .get_or_insert_default()
@@ -960,7 +1068,7 @@ impl Engine {
         rec: &InputRecord,
         tracker: u32,
         key: &[u8],
-        hash: u64,
+        hash: u32,
         p: &Parsed,
         out: &mut Output,
     ) {
@@ -984,10 +1092,10 @@ impl Engine {
             None => {
                 let mut slot = Slot::free();
                 slot.partition = src.partition;
-                slot.f = self.key_only(key);
+                slot.f = self.key_only(key, hash);
                 slot.state = State::Orphans;
                 self.stats.orphan_keys += 1;
-                self.new_slot(slot, hash)
+                self.new_slot(slot)
             }
         };
         let act = Act {
@@ -1037,6 +1145,7 @@ impl Engine {
         }
         self.wm = watermark;
         let mut due = std::mem::take(&mut self.due);
+        // In deadline order, so that samples come out in `window_end` order (see `sort_samples`).
         self.timers.pop_due(watermark, &mut due);
         let first = out.samples.len();
         // Due slots are scattered in memory: fetch them, and then their payloads, ahead of use.
@@ -1046,10 +1155,16 @@ impl Engine {
                 prefetch(std::ptr::from_ref(self.slot(ahead)).cast());
             }
             if let Some(&(_, ahead)) = due.get(i + AHEAD) {
+                let s = self.slot(ahead);
+                if s.state == State::Closed {
+                    // Forgetting it removes its index entry.
+                    self.index.prefetch(s.f.hash);
+                }
                 // The whole payload: it is copied into the sample.
-                let raw = &self.slot(ahead).f.raw;
+                let raw = s.f.raw;
+                let p = self.store.addr(raw);
                 for off in (0..raw.len().min(1024)).step_by(64) {
-                    prefetch(raw[off..].as_ptr());
+                    prefetch(p.wrapping_add(off));
                 }
             }
             let (d, idx) = due[i];
@@ -1061,11 +1176,7 @@ impl Engine {
         due.clear();
         self.due = due;
         self.guards.maybe_prune(&self.trackers);
-        out.samples[first..].sort_unstable_by(|a, b| {
-            a.window_end
-                .cmp(&b.window_end)
-                .then_with(|| a.key.cmp(&b.key))
-        });
+        sort_samples(&mut out.samples[first..]);
     }
 
     /// Runs one key's state machine as far as the watermark allows.
@@ -1096,19 +1207,21 @@ impl Engine {
     /// Closes an open window whose deadline the watermark passed.
     fn close(&mut self, idx: u32, out: &mut Output) {
         let mut s = std::mem::replace(self.slot_mut(idx), Slot::free());
-        let mut x = s.extra.take().unwrap_or_default();
-        let dec = window::decide(s.f.ts, x.actions.len(), |i| x.actions[i].ts, &self.w);
+        // Most keys have no extra (a negative): no box is made for them.
+        let extra = s.extra.take();
+        let actions: &[Act] = extra.as_ref().map_or(&[], |x| &x.actions);
+        let dec = window::decide(s.f.ts, actions.len(), |i| actions[i].ts, &self.w);
         let d = dec.deadline;
         let until = d + self.w.retention;
         // Orphans that expired before the feature existed.
         self.counters.expired_orphans += dec.expired.len() as u64;
-        for a in &x.actions[dec.expired.clone()] {
+        for a in &actions[dec.expired.clone()] {
             self.release(a.ticket);
         }
         // Exact duplicates are adjacent (same ts and type), the preferred copy first.
         let mut joined = std::mem::take(&mut self.joined);
         joined.clear();
-        let all_accepted = &x.actions[dec.accepted.clone()];
+        let all_accepted = &actions[dec.accepted.clone()];
         for (i, a) in all_accepted.iter().enumerate() {
             let dup = i > 0 && {
                 let p = &all_accepted[i - 1];
@@ -1131,7 +1244,7 @@ impl Engine {
         } else {
             1.0
         };
-        let keep = dec.reason != CloseReason::NoAction || keep_negative(s.f.key(), rate);
+        let keep = dec.reason != CloseReason::NoAction || keep_negative(s.f.key(&self.store), rate);
         if keep {
             match dec.reason {
                 CloseReason::Idle => self.counters.samples_idle += 1,
@@ -1144,9 +1257,45 @@ impl Engine {
             self.counters.negatives_sampled_out += 1;
         }
         self.joined = joined;
+        if let Some(x) = extra {
+            s.extra = self.close_extra(x, dec.accepted, until, out);
+        }
+        self.stats.pending_keys -= 1;
+        self.stats.pending_feature_bytes -= u64::from(s.f.raw_len);
+        self.stats.closed_keys += 1;
+        // Only the key is kept: copied out before the prefix is given back.
+        let kf = Feat {
+            raw: self
+                .store
+                .copy_part(s.f.raw, usize::from(s.f.key_off), usize::from(s.f.key_len)),
+            ts: 0,
+            ticket: s.f.ticket,
+            raw_len: 0,
+            key_len: s.f.key_len,
+            key_off: 0,
+            hash: s.f.hash,
+        };
+        let old = std::mem::replace(&mut s.f, kf);
+        self.drop_feat(old);
+        s.state = State::Closed;
+        *self.slot_mut(idx) = s;
+        self.set_deadline(idx, until);
+    }
+
+    /// The part of [`Engine::close`] for a key with an extra: holds the accepted actions, sends
+    /// later actions up to `until` to the late output, drops duplicate features. Returns the
+    /// extra if anything is left to remember but the key.
+    fn close_extra(
+        &mut self,
+        mut x: Box<Extra>,
+        accepted: std::ops::Range<usize>,
+        until: i64,
+        out: &mut Output,
+    ) -> Option<Box<Extra>> {
         // Hold the accepted actions' offsets while the key is remembered.
-        x.held.extend(all_accepted.iter().map(|a| a.ticket));
-        let rest = x.actions.split_off(dec.accepted.end);
+        x.held
+            .extend(x.actions[accepted.clone()].iter().map(|a| a.ticket));
+        let rest = x.actions.split_off(accepted.end);
         x.actions.clear();
         for a in rest {
             if a.ts <= until {
@@ -1178,6 +1327,7 @@ impl Engine {
                     triggers.push((f.ticket.tracker, t.offset_of(f.ticket.seq)));
                     t.release(f.ticket.seq);
                 }
+                self.store.free(f.raw);
                 false
             } else {
                 true
@@ -1185,21 +1335,11 @@ impl Engine {
         });
         x.feats = feats;
         x.triggers = triggers;
-        self.stats.pending_keys -= 1;
-        self.stats.pending_feature_bytes -= u64::from(s.f.raw_len);
-        self.stats.closed_keys += 1;
-        let mut kf = self.key_only(s.f.key());
-        kf.ticket = s.f.ticket;
-        s.f = kf;
-        s.state = State::Closed;
-        // Most keys close with nothing left to remember but the key: no box then.
-        s.extra = (!x.held.is_empty()
+        (!x.held.is_empty()
             || !x.actions.is_empty()
             || !x.feats.is_empty()
             || !x.triggers.is_empty())
-        .then_some(x);
-        *self.slot_mut(idx) = s;
-        self.set_deadline(idx, until);
+        .then_some(x)
     }
 
     fn encode(
@@ -1222,7 +1362,7 @@ impl Engine {
         enc.extend_from_slice(b"],\"labels\":");
         self.labels.write(accepted, enc);
         sample::write_tail(reason.as_str(), d, rate, enc);
-        let prefix = s.f.prefix();
+        let prefix = s.f.prefix(&self.store);
         let buf = self.out_arena.begin(prefix.len() + self.enc.len());
         buf.extend_from_slice(prefix);
         buf.extend_from_slice(&self.enc);
@@ -1231,7 +1371,7 @@ impl Engine {
             let o = usize::from(s.f.key_off);
             bytes.slice(o..o + usize::from(s.f.key_len))
         } else {
-            self.out_arena.copy(s.f.key())
+            self.out_arena.copy(s.f.key(&self.store))
         };
         Sample {
             key,
@@ -1263,13 +1403,20 @@ impl Engine {
             self.release(t);
         }
         self.stats.closed_keys -= 1;
-        let s = self.slot_mut(idx);
-        let x = s.extra.get_or_insert_default();
+        let store = &self.store;
+        let s = &mut self.pages[(idx >> PAGE_BITS) as usize][idx as usize & (PAGE - 1)];
+        let Some(x) = s.extra.as_mut() else {
+            // The usual key: nothing left. Already uncounted above; free_slot leaves the stats
+            // of a Free slot alone.
+            s.state = State::Free;
+            self.free_slot(idx);
+            return false;
+        };
         if !x.feats.is_empty() {
             // The earliest remaining feature opens the next window.
             let mut best = 0;
             for i in 1..x.feats.len() {
-                if x.feats[i].cmp_order(&x.feats[best]) == Ordering::Less {
+                if x.feats[i].cmp_order(&x.feats[best], store) == Ordering::Less {
                     best = i;
                 }
             }
@@ -1358,7 +1505,7 @@ mod tests {
     /// The per-key memory budget (≤ 200 B beyond the feature bytes) rests on these sizes.
     #[test]
     fn state_sizes() {
-        assert_eq!(std::mem::size_of::<Feat>(), 56);
-        assert_eq!(std::mem::size_of::<Slot>(), 80);
+        assert_eq!(std::mem::size_of::<Feat>(), 40);
+        assert_eq!(std::mem::size_of::<Slot>(), 64);
     }
 }

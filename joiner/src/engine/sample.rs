@@ -28,7 +28,7 @@ pub(crate) fn write_prefix(
     ts: i64,
     raw: &[u8],
     f: &Fields,
-    out: &mut bytes::BytesMut,
+    out: &mut Vec<u8>,
 ) {
     out.extend_from_slice(header);
     if key_plain {

@@ -109,7 +109,8 @@ impl TimerWheel {
         }
     }
 
-    /// Moves every entry with `deadline < watermark` into `out` (in no particular order).
+    /// Moves every entry with `deadline < watermark` into `out`, in deadline order (entries with
+    /// equal deadlines in no particular order).
     pub fn pop_due(&mut self, watermark: i64, out: &mut Vec<Entry>) {
         let wb = bucket(watermark);
         while self.base < wb {
@@ -117,10 +118,7 @@ impl TimerWheel {
                 Some(v) => {
                     self.len -= v.len();
                     let start = self.base * BUCKET_MS;
-                    out.extend(
-                        v.into_iter()
-                            .map(|(slot, off)| (start + i64::from(off), slot)),
-                    );
+                    push_sorted(start, &v, out);
                     self.base += 1;
                 }
                 None => {
@@ -137,6 +135,7 @@ impl TimerWheel {
         if let Some(front) = self.ring.front_mut() {
             let start = self.base * BUCKET_MS;
             let before = front.len();
+            let first = out.len();
             let mut i = 0;
             while i < front.len() {
                 let d = start + i64::from(front[i].1);
@@ -146,8 +145,40 @@ impl TimerWheel {
                     i += 1;
                 }
             }
+            out[first..].sort_unstable();
             self.len -= before - front.len();
         }
+    }
+}
+
+/// Appends the entries of one bucket starting at `start` to `out` in deadline order: a counting
+/// sort on the offsets within the bucket, linear in the entries.
+fn push_sorted(start: i64, v: &[Packed], out: &mut Vec<Entry>) {
+    const N: usize = BUCKET_MS as usize;
+    if v.len() < 32 {
+        let first = out.len();
+        out.extend(v.iter().map(|&(slot, off)| (start + i64::from(off), slot)));
+        out[first..].sort_unstable();
+        return;
+    }
+    // Offsets are below BUCKET_MS by construction.
+    let mut pos = [0u32; N];
+    for &(_, off) in v {
+        pos[off as usize % N] += 1;
+    }
+    let mut sum = 0;
+    for p in pos.iter_mut() {
+        let c = *p;
+        *p = sum;
+        sum += c;
+    }
+    let first = out.len();
+    out.resize(first + v.len(), (0, 0));
+    let dst = &mut out[first..];
+    for &(slot, off) in v {
+        let p = &mut pos[off as usize % N];
+        dst[*p as usize] = (start + i64::from(off), slot);
+        *p += 1;
     }
 }
 
@@ -172,6 +203,7 @@ mod tests {
                 wm = wm.saturating_add(*s);
                 let mut out = Vec::new();
                 w.pop_due(wm, &mut out);
+                prop_assert!(out.is_sorted_by_key(|e| e.0), "in deadline order");
                 out.sort_unstable();
                 let mut want: Vec<Entry> = pending.iter().copied().filter(|e| e.0 < wm).collect();
                 pending.retain(|e| e.0 >= wm);

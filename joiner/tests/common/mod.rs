@@ -113,6 +113,7 @@ pub fn run_engine(cfg: &JoinConfig, recs: &[Rec], cuts: &[usize], bound: i64) ->
         }
     }
     e.advance_watermark(i64::MAX, &mut out);
+    assert_eq!(e.stored_payloads(), 0, "every stored payload is given back");
     res.samples = out.samples;
     res.late = out
         .late
