@@ -76,7 +76,15 @@ pub struct ReplayArgs {
 pub fn run_replay(args: &ReplayArgs) -> anyhow::Result<()> {
     let settings = args.history.settings()?;
     let dest = match (&args.output_topic, &args.output_file) {
-        (Some(topic), _) => Destination::Topic(topic.clone()),
+        (Some(topic), _) => {
+            let t = &settings.topics;
+            // The live joiner's suppression relies on being the only writer of its topics.
+            anyhow::ensure!(
+                ![&t.samples, &t.features, &t.actions, &t.dlq, &t.late].contains(&topic),
+                "--output-topic {topic} is one of the live joiner's topics; replay into a new topic"
+            );
+            Destination::Topic(topic.clone())
+        }
         (None, Some(file)) => Destination::File(file.clone()),
         (None, None) => anyhow::bail!("give --output-topic or --output-file"),
     };
