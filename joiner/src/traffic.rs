@@ -2,20 +2,22 @@
 //! is `traffic` because `gen` is a reserved word).
 //!
 //! Impressions arrive at `impressions_per_s` of event time, for Zipf-distributed users and items,
-//! each with a feature record of about 500 bytes. About 5 % get actions (1.3 on average: click,
-//! dwell with a value, like, comment, share) after log-normal delays whose tail passes the 30 min
-//! hard deadline. A little clock skew (actions stamped before their impression), duplicates
-//! (repeated actions and features) and malformed records are mixed in. Every record arrives at its
-//! event time plus a jitter below the joiner's out-of-orderness bound. The stream is a pure function
-//! of the settings (seed and start time included).
+//! each with a feature record of about 500 bytes (the item's embedding among them). About 5 % get
+//! actions (1.3 on average: click, dwell with a value, like, comment, share) after log-normal
+//! delays whose tail passes the 30 min hard deadline. A little clock skew (actions stamped before
+//! their impression), duplicates (repeated actions and features) and malformed records are mixed
+//! in. Every record arrives at its event time plus a jitter below the joiner's out-of-orderness
+//! bound. The stream is a pure function of the settings (seed and start time included).
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
-use std::io::Write;
+use std::collections::{BTreeMap, HashMap};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, LogNormal, Zipf};
+
+/// Default arrival jitter bound (ms) of [`GenConfig`]: below the joiner's default
+/// `max_out_of_orderness` (5 s).
+pub const DEFAULT_JITTER_MS: i64 = 2000;
 
 /// Shape of the generated traffic.
 #[derive(Debug, Clone)]
@@ -44,7 +46,7 @@ impl Default for GenConfig {
             impressions_per_s: 1000.0,
             start_ts: 1_732_150_000_000,
             seed: 1,
-            jitter_ms: 2000,
+            jitter_ms: DEFAULT_JITTER_MS,
             action_rate: 0.05,
             duplicate_rate: 0.005,
             malformed_rate: 0.001,
@@ -53,20 +55,78 @@ impl Default for GenConfig {
     }
 }
 
-/// Writes `x / 10000` with four decimals, e.g. -123 as `-0.0123`.
-fn write_fixed4(x: i32, out: &mut Vec<u8>) {
+/// Appends the decimal digits of `x`. The generator formats numbers by hand: `core::fmt` would
+/// be most of its cost.
+fn push_int(out: &mut Vec<u8>, x: i64) {
     if x < 0 {
         out.push(b'-');
     }
+    push_uint(out, x.unsigned_abs());
+}
+
+/// Appends the decimal digits of `x`.
+fn push_uint(out: &mut Vec<u8>, mut x: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (x % 10) as u8;
+        x /= 10;
+        if x == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// Appends `x` in lower-case hexadecimal.
+fn push_hex(out: &mut Vec<u8>, mut x: u64) {
+    let mut digits = [0u8; 16];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b"0123456789abcdef"[(x & 15) as usize];
+        x >>= 4;
+        if x == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// Appends `x / 10^DECIMALS` with exactly `DECIMALS` decimals, e.g. `-123` with 4 as `-0.0123`.
+fn push_fixed<const DECIMALS: usize>(out: &mut Vec<u8>, x: i64) {
+    if x < 0 {
+        out.push(b'-');
+    }
+    let scale = 10u64.pow(DECIMALS as u32);
     let a = x.unsigned_abs();
-    let _ = write!(out, "{}.", a / 10_000);
-    let frac = a % 10_000;
-    out.extend_from_slice(&[
-        b'0' + (frac / 1000) as u8,
-        b'0' + (frac / 100 % 10) as u8,
-        b'0' + (frac / 10 % 10) as u8,
-        b'0' + (frac % 10) as u8,
-    ]);
+    push_uint(out, a / scale);
+    let mut frac = a % scale;
+    let mut digits = [0u8; DECIMALS];
+    for d in digits.iter_mut().rev() {
+        *d = b'0' + (frac % 10) as u8;
+        frac /= 10;
+    }
+    out.push(b'.');
+    out.extend_from_slice(&digits);
+}
+
+/// The embedding of `item` as a JSON array of 32 values in (-1, 1) with 4 decimals: a function
+/// of the seed and the item, so the same item always has the same embedding, as in a real
+/// recommender (and the generator formats each one once).
+fn item_embedding(seed: u64, item: u64) -> Box<[u8]> {
+    let mut rng = StdRng::seed_from_u64(seed ^ item.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    let mut v = Vec::with_capacity(32 * 8 + 2);
+    v.push(b'[');
+    for i in 0..32 {
+        if i > 0 {
+            v.push(b',');
+        }
+        push_fixed::<4>(&mut v, rng.random_range(-9_999..=9_999));
+    }
+    v.push(b']');
+    v.into_boxed_slice()
 }
 
 /// Which topic a generated record goes to.
@@ -78,27 +138,74 @@ pub enum GenTopic {
     Action,
 }
 
+/// An impression id (the record key), held inline: `imp-<seed in hex>-<number>` is at most 41
+/// bytes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct ImpressionId {
+    len: u8,
+    bytes: [u8; 48],
+}
+
+impl ImpressionId {
+    /// The id of the impression with these bytes (cut at 48 bytes).
+    fn new(id: &[u8]) -> Self {
+        let mut bytes = [0u8; 48];
+        let len = id.len().min(bytes.len());
+        bytes[..len].copy_from_slice(&id[..len]);
+        Self {
+            len: u8::try_from(len).unwrap_or(u8::MAX),
+            bytes,
+        }
+    }
+}
+
+impl std::ops::Deref for ImpressionId {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
+impl std::fmt::Debug for ImpressionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", String::from_utf8_lossy(self))
+    }
+}
+
 /// One generated record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GenRecord {
     /// Target topic.
     pub topic: GenTopic,
     /// Record key: the impression id.
-    pub key: Vec<u8>,
+    pub key: ImpressionId,
     /// JSON value (or malformed bytes).
     pub value: Vec<u8>,
     /// When it arrives (event-time ms).
     pub arrival: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+/// A generated record waiting for its arrival time.
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Queued {
-    arrival: i64,
-    seq: u64,
     topic: GenTopic,
-    key: Vec<u8>,
+    key: ImpressionId,
     value: Vec<u8>,
 }
+
+impl Queued {
+    fn into_record(self, arrival: i64) -> GenRecord {
+        GenRecord {
+            topic: self.topic,
+            key: self.key,
+            value: self.value,
+            arrival,
+        }
+    }
+}
+
+/// Emptied queue buckets kept for reuse (about the buckets the arrival jitter spans).
+const MAX_SPARE_BUCKETS: usize = 4096;
 
 const ACTION_TYPES: [&str; 5] = ["click", "dwell", "like", "comment", "share"];
 const ACTION_WEIGHTS: [f64; 5] = [0.50, 0.25, 0.12, 0.07, 0.06];
@@ -113,9 +220,18 @@ pub struct Generator {
     first_delay: LogNormal<f64>,
     gap: LogNormal<f64>,
     dwell: LogNormal<f64>,
-    queue: BinaryHeap<Reverse<Queued>>,
+    /// Records not yet due, by arrival time (ms); each bucket in the order they were generated,
+    /// which makes the stream's order (arrival, then generation) a function of the seed. Buckets
+    /// rather than a heap of records: most records arrive within the jitter, so they land in a
+    /// few thousand buckets, and one bucket is taken out as a whole.
+    queue: BTreeMap<i64, Vec<Queued>>,
+    /// Emptied buckets, kept for their capacity.
+    spare: Vec<Vec<Queued>>,
     impressions: u64,
-    seq: u64,
+    /// Each item's embedding (a JSON array), made on first use.
+    embeddings: HashMap<u64, Box<[u8]>>,
+    /// Reused buffer for the impression id.
+    key: Vec<u8>,
 }
 
 impl Generator {
@@ -128,9 +244,11 @@ impl Generator {
             first_delay: LogNormal::new(30_000f64.ln(), 1.6)?,
             gap: LogNormal::new(20_000f64.ln(), 1.2)?,
             dwell: LogNormal::new(8_000f64.ln(), 1.0)?,
-            queue: BinaryHeap::new(),
+            queue: BTreeMap::new(),
+            spare: Vec::new(),
             impressions: 0,
-            seq: 0,
+            embeddings: HashMap::new(),
+            key: Vec::with_capacity(32),
             cfg,
         })
     }
@@ -140,72 +258,80 @@ impl Generator {
         self.cfg.start_ts + offset_ms as i64
     }
 
-    fn enqueue(&mut self, topic: GenTopic, key: &[u8], value: Vec<u8>, ts: i64) {
+    fn push_queued(&mut self, arrival: i64, q: Queued) {
+        let spare = &mut self.spare;
+        self.queue
+            .entry(arrival)
+            .or_insert_with(|| spare.pop().unwrap_or_default())
+            .push(q);
+    }
+
+    fn enqueue(&mut self, topic: GenTopic, value: Vec<u8>, ts: i64) {
         let jitter = self.rng.random_range(0..=self.cfg.jitter_ms.max(0));
-        self.seq += 1;
+        let arrival = ts + jitter;
         let q = Queued {
-            arrival: ts + jitter,
-            seq: self.seq,
             topic,
-            key: key.to_vec(),
+            key: ImpressionId::new(&self.key),
             value,
         };
         if self.rng.random_bool(self.cfg.duplicate_rate) {
-            let copy = Queued {
-                seq: self.seq + 1,
-                arrival: q.arrival + 1,
-                ..q.clone()
-            };
-            self.seq += 1;
-            self.queue.push(Reverse(copy));
+            self.push_queued(arrival + 1, q.clone());
         }
-        self.queue.push(Reverse(q));
+        self.push_queued(arrival, q);
     }
 
     fn make_impression(&mut self) {
         let n = self.impressions;
         self.impressions += 1;
         let ts = self.impression_ts(n);
-        let key = format!("imp-{:x}-{n}", self.cfg.seed).into_bytes();
+        let seed = self.cfg.seed;
+        self.key.clear();
+        self.key.extend_from_slice(b"imp-");
+        push_hex(&mut self.key, seed);
+        self.key.push(b'-');
+        push_uint(&mut self.key, n);
         let user = self.users.sample(&mut self.rng) as u64;
         let item = self.items.sample(&mut self.rng) as u64;
         let mut v = Vec::with_capacity(560);
-        let _ = write!(
-            v,
-            "{{\"impression_id\":\"{}\",\"request_id\":\"req-{:x}-{}\",\"user_id\":\"u{user}\",\"item_id\":\"i{item}\",\"ts\":{ts},\"features\":{{",
-            String::from_utf8_lossy(&key),
-            self.cfg.seed,
-            n / 10
+        v.extend_from_slice(b"{\"impression_id\":\"");
+        v.extend_from_slice(&self.key);
+        v.extend_from_slice(b"\",\"request_id\":\"req-");
+        push_hex(&mut v, seed);
+        v.push(b'-');
+        push_uint(&mut v, n / 10);
+        v.extend_from_slice(b"\",\"user_id\":\"u");
+        push_uint(&mut v, user);
+        v.extend_from_slice(b"\",\"item_id\":\"i");
+        push_uint(&mut v, item);
+        v.extend_from_slice(b"\",\"ts\":");
+        push_int(&mut v, ts);
+        v.extend_from_slice(b",\"features\":{\"ctr_7d\":");
+        // A click-through rate in [0, 0.1) with 5 decimals.
+        push_fixed::<5>(&mut v, self.rng.random_range(0..10_000));
+        v.extend_from_slice(b",\"position\":");
+        push_uint(&mut v, n % 20);
+        v.extend_from_slice(b",\"emb\":");
+        v.extend_from_slice(
+            self.embeddings
+                .entry(item)
+                .or_insert_with(|| item_embedding(seed, item)),
         );
-        let _ = write!(
-            v,
-            "\"ctr_7d\":{:.5},\"position\":{},\"emb\":[",
-            self.rng.random::<f64>() * 0.1,
-            n % 20
-        );
-        for i in 0..32 {
+        v.extend_from_slice(b",\"recent_items\":[");
+        for (i, r) in [item + 1, item + 7, item / 2 + 3, item * 3 + 1]
+            .into_iter()
+            .enumerate()
+        {
             if i > 0 {
                 v.push(b',');
             }
-            // A value in (-1, 1) with 4 decimals, formatted with integer arithmetic: float
-            // formatting would dominate the generator's cost.
-            write_fixed4(self.rng.random_range(-9_999..=9_999), &mut v);
+            push_uint(&mut v, r);
         }
-        let _ = write!(
-            v,
-            "],\"recent_items\":[{},{},{},{}]",
-            item + 1,
-            item + 7,
-            item / 2 + 3,
-            item * 3 + 1
-        );
-        let _ = write!(
-            v,
-            ",\"ctx\":{{\"device\":\"{}\",\"hour\":{}}}}}}}",
-            ["ios", "android", "web"][(user % 3) as usize],
-            (ts / 3_600_000) % 24
-        );
-        self.enqueue(GenTopic::Feature, &key, v, ts);
+        v.extend_from_slice(b"],\"ctx\":{\"device\":\"");
+        v.extend_from_slice(["ios", "android", "web"][(user % 3) as usize].as_bytes());
+        v.extend_from_slice(b"\",\"hour\":");
+        push_int(&mut v, (ts / 3_600_000) % 24);
+        v.extend_from_slice(b"}}}");
+        self.enqueue(GenTopic::Feature, v, ts);
 
         if self.rng.random_bool(self.cfg.action_rate) {
             let mut at = ts + self.first_delay.sample(&mut self.rng) as i64;
@@ -218,20 +344,21 @@ impl Generator {
                     action_ts = ts - self.rng.random_range(1..3000);
                 }
                 let mut a = Vec::with_capacity(96);
-                let _ = write!(
-                    a,
-                    "{{\"impression_id\":\"{}\",\"type\":\"{kind}\",\"ts\":{action_ts}",
-                    String::from_utf8_lossy(&key)
-                );
+                a.extend_from_slice(b"{\"impression_id\":\"");
+                a.extend_from_slice(&self.key);
+                a.extend_from_slice(b"\",\"type\":\"");
+                a.extend_from_slice(kind.as_bytes());
+                a.extend_from_slice(b"\",\"ts\":");
+                push_int(&mut a, action_ts);
                 if kind == "dwell" {
-                    let _ = write!(
-                        a,
-                        ",\"value\":{:.1}",
-                        self.dwell.sample(&mut self.rng).round()
-                    );
+                    a.extend_from_slice(b",\"value\":");
+                    // A whole number of milliseconds, written as a float.
+                    let ms = self.dwell.sample(&mut self.rng).round();
+                    push_int(&mut a, ms as i64);
+                    a.extend_from_slice(b".0");
                 }
                 a.push(b'}');
-                self.enqueue(GenTopic::Action, &key, a, action_ts.max(ts));
+                self.enqueue(GenTopic::Action, a, action_ts.max(ts));
                 at += self.gap.sample(&mut self.rng) as i64;
             }
         }
@@ -247,7 +374,7 @@ impl Generator {
             } else {
                 GenTopic::Action
             };
-            self.enqueue(topic, &key, bad.to_vec(), ts);
+            self.enqueue(topic, bad.to_vec(), ts);
         }
     }
 
@@ -265,13 +392,8 @@ impl Generator {
     /// Appends every record still queued (actions due later than the impressions generated so
     /// far), in arrival order: completes a finite data set.
     pub fn drain(&mut self, out: &mut Vec<GenRecord>) {
-        while let Some(Reverse(q)) = self.queue.pop() {
-            out.push(GenRecord {
-                topic: q.topic,
-                key: q.key,
-                value: q.value,
-                arrival: q.arrival,
-            });
+        while let Some((arrival, bucket)) = self.queue.pop_first() {
+            out.extend(bucket.into_iter().map(|q| q.into_record(arrival)));
         }
     }
 
@@ -281,19 +403,21 @@ impl Generator {
         while self.impression_ts(self.impressions) <= event_time {
             self.make_impression();
         }
-        while let Some(Reverse(q)) = self.queue.peek() {
-            if q.arrival >= event_time {
+        self.take_due(event_time, out);
+    }
+
+    /// Moves the records arriving before `before` to `out`.
+    fn take_due(&mut self, before: i64, out: &mut Vec<GenRecord>) {
+        while let Some(entry) = self.queue.first_entry() {
+            let arrival = *entry.key();
+            if arrival >= before {
                 break;
             }
-            let Some(Reverse(q)) = self.queue.pop() else {
-                break;
-            };
-            out.push(GenRecord {
-                topic: q.topic,
-                key: q.key,
-                value: q.value,
-                arrival: q.arrival,
-            });
+            let mut bucket = entry.remove();
+            out.extend(bucket.drain(..).map(|q| q.into_record(arrival)));
+            if self.spare.len() < MAX_SPARE_BUCKETS {
+                self.spare.push(bucket);
+            }
         }
     }
 }
@@ -326,8 +450,23 @@ mod tests {
             (-10_000, "-1.0000"),
         ] {
             let mut out = Vec::new();
-            write_fixed4(x, &mut out);
+            push_fixed::<4>(&mut out, x);
             assert_eq!(out, text.as_bytes());
+        }
+        for x in [0, 7, 12_345, 99_999] {
+            let mut out = Vec::new();
+            push_fixed::<5>(&mut out, x);
+            assert_eq!(out, format!("{:.5}", x as f64 / 100_000.0).as_bytes());
+        }
+        for x in [0, 9, -1, 10, 1_732_150_000_123, i64::MIN, i64::MAX] {
+            let mut out = Vec::new();
+            push_int(&mut out, x);
+            assert_eq!(out, x.to_string().as_bytes());
+        }
+        for x in [0u64, 15, 16, 0xdead_beef, u64::MAX] {
+            let mut out = Vec::new();
+            push_hex(&mut out, x);
+            assert_eq!(out, format!("{x:x}").as_bytes());
         }
     }
 

@@ -64,6 +64,7 @@ pub async fn run(args: BenchReplayArgs) -> anyhow::Result<String> {
         count: Some(args.records),
         seed: 7,
         start_ts: Some(start_ts),
+        jitter: crate::cli::generate::DEFAULT_JITTER,
         speed: 0.0,
         features: settings.topics.features.clone(),
         actions: settings.topics.actions.clone(),

@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 
 use crate::partitioner::partition_for_key;
-use crate::traffic::{GenConfig, GenRecord, GenTopic, Generator};
+use crate::traffic::{DEFAULT_JITTER_MS, GenConfig, GenRecord, GenTopic, Generator};
 
 /// Arguments of `recjoin gen`.
 #[derive(Debug, Clone, clap::Args)]
@@ -38,6 +38,10 @@ pub struct GenArgs {
     /// Event time of the first impression (epoch ms); now when unset.
     #[arg(long)]
     pub start_ts: Option<i64>,
+    /// Records arrive up to this long after their event time (uniformly); keep it below the
+    /// joiner's `max_out_of_orderness`, or some records are late.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub jitter: Duration,
     /// Event time runs this many times faster than the wall clock; 0 = as fast as possible.
     #[arg(long, default_value_t = 1.0)]
     pub speed: f64,
@@ -54,6 +58,9 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("invalid duration {s:?} (e.g. 30s, 10m)"))
 }
 
+/// The generator's default arrival jitter, for callers that build [`GenArgs`] themselves.
+pub const DEFAULT_JITTER: Duration = Duration::from_millis(DEFAULT_JITTER_MS.unsigned_abs());
+
 /// Records produced so far, for status lines.
 #[derive(Debug, Default)]
 pub struct GenStats {
@@ -68,6 +75,7 @@ pub fn run(args: &GenArgs, stop: &AtomicBool, stats: &GenStats) -> anyhow::Resul
         impressions_per_s: args.rate,
         start_ts,
         seed: args.seed,
+        jitter_ms: i64::try_from(args.jitter.as_millis())?,
         ..GenConfig::default()
     })?;
     let mut client = ClientConfig::new();
@@ -82,10 +90,13 @@ pub fn run(args: &GenArgs, stop: &AtomicBool, stats: &GenStats) -> anyhow::Resul
         };
         (count(&args.features)?, count(&args.actions)?)
     };
-    let producer: BaseProducer = client
+    // Delivery reports are served by the producer's own thread, as they come in.
+    let producer: ThreadedProducer<DefaultProducerContext> = client
         .clone()
         .set("enable.idempotence", "true")
         .set("linger.ms", "10")
+        // Only failures are reported: the generator has no use for the rest.
+        .set("delivery.report.only.error", "true")
         .set("compression.type", "lz4")
         .set("queue.buffering.max.messages", "1000000")
         .create()?;
@@ -126,7 +137,7 @@ pub fn run(args: &GenArgs, stop: &AtomicBool, stats: &GenStats) -> anyhow::Resul
                     Err((e, back))
                         if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) =>
                     {
-                        producer.poll(Duration::from_millis(5));
+                        std::thread::sleep(Duration::from_millis(1));
                         record = back;
                     }
                     Err((e, _)) => anyhow::bail!("produce: {e}"),
@@ -135,7 +146,6 @@ pub fn run(args: &GenArgs, stop: &AtomicBool, stats: &GenStats) -> anyhow::Resul
             produced += 1;
         }
         stats.produced.store(produced, Ordering::Relaxed);
-        producer.poll(Duration::ZERO);
         if batch.is_empty() && args.speed > 0.0 {
             std::thread::sleep(Duration::from_millis(5));
         }

@@ -116,6 +116,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             count: None,
             seed: 1,
             start_ts: None,
+            jitter: crate::cli::generate::DEFAULT_JITTER,
             speed: 1.0,
             features: settings.topics.features.clone(),
             actions: settings.topics.actions.clone(),

@@ -65,7 +65,6 @@ impl Sink {
         SampleWriter {
             sink: self,
             buf: Vec::new(),
-            produced: 0,
         }
     }
 
@@ -84,20 +83,12 @@ impl Sink {
 pub(crate) struct SampleWriter<'a> {
     sink: &'a Sink,
     buf: Vec<u8>,
-    produced: u64,
 }
 
 impl SampleWriter<'_> {
     pub(crate) fn write(&mut self, s: &Sample) -> anyhow::Result<()> {
         match self.sink {
-            Sink::Topic(outputs) => {
-                outputs.sample(s)?;
-                self.produced += 1;
-                if self.produced.is_multiple_of(1024) {
-                    // Serve delivery reports now and then (a full queue waits for them anyway).
-                    outputs.poll();
-                }
-            }
+            Sink::Topic(outputs) => outputs.sample(s)?,
             Sink::File(_) => {
                 self.buf.extend_from_slice(&s.bytes);
                 self.buf.push(b'\n');

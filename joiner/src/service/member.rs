@@ -2,8 +2,11 @@
 //!
 //! A single thread owns the engine. It polls the feature and action topics (co-partitioned, `range`
 //! assignor, so a member gets the same partition numbers of both), pushes records into the engine,
-//! advances the watermark, produces what closed, and every `commit_interval` waits for its output
-//! to be acknowledged and then commits the engine's low-water offsets — never the read position.
+//! advances the watermark, produces what closed, and every `commit_interval` takes the engine's
+//! low-water offsets — never the read position — together with a mark of the output sent so
+//! far; it commits those offsets once everything sent before the mark is acknowledged. The loop
+//! never stops to wait for the output: acknowledgements (an fsync on the broker) arrive while it
+//! goes on reading, and the commit follows them.
 //!
 //! Rebalances are eager: on revocation the member flushes its output, commits, and drops all state
 //! before the callback returns, so it writes nothing to partitions it no longer owns; on assignment
@@ -18,7 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::BytesMut;
 use parking_lot::Mutex;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::message::Message;
@@ -26,7 +29,7 @@ use rdkafka::statistics::Statistics;
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 
 use super::metrics::MemberMetrics;
-use super::output::Outputs;
+use super::output::{Outputs, SentMark};
 use super::tail::{SampleOrder, last_sample};
 use super::watermark::Watermarks;
 use crate::config::Settings;
@@ -34,6 +37,12 @@ use crate::engine::{CloseReason, Engine, InputRecord, Output, Source, TopicKind}
 
 /// Records pulled from the consumer per engine step.
 const BATCH: usize = 8192;
+/// Bytes of the buffers that input payloads are copied into (`bytes` allocates the next one of
+/// the same size when one is used up).
+const PAYLOAD_CHUNK: usize = 64 * 1024;
+/// Longest wait for the first record of a step; also how often an idle member checks its
+/// watermark and pending commit.
+const POLL_TIMEOUT: Duration = Duration::from_millis(100);
 const TAIL_TIMEOUT: Duration = Duration::from_secs(30);
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
 const LAG_TIMEOUT: Duration = Duration::from_secs(5);
@@ -61,6 +70,12 @@ pub struct MemberStats {
     pub watermark: std::sync::atomic::AtomicI64,
 }
 
+/// Low-water offsets taken at a moment, to commit once the output sent before it is acknowledged.
+struct PendingCommit {
+    mark: SentMark,
+    offsets: TopicPartitionList,
+}
+
 /// Everything the poll loop and the rebalance callbacks share (same thread; the mutex is never
 /// contended).
 struct State {
@@ -76,34 +91,23 @@ struct State {
     next_offset: HashMap<(TopicKind, u32), i64>,
     /// When silent partitions' lag was last checked.
     last_lag_check: Option<Instant>,
+    /// Offsets waiting for their output's acknowledgement.
+    pending_commit: Option<PendingCommit>,
     stats: Arc<MemberStats>,
     metrics: MemberMetrics,
 }
 
 impl State {
-    fn kind_of(&self, topic: &str) -> Option<TopicKind> {
-        if topic == self.settings.topics.features {
-            Some(TopicKind::Feature)
-        } else if topic == self.settings.topics.actions {
-            Some(TopicKind::Action)
-        } else {
-            None
-        }
-    }
-
     /// Produces what the engine closed, suppressing samples an earlier owner already wrote.
     fn emit(&mut self) -> anyhow::Result<()> {
         let now_ms = crate::now_ms();
         for s in self.out.samples.drain(..) {
-            let order = SampleOrder {
-                window_end: s.window_end,
-                key: s.key.to_vec(),
-            };
-            if self
-                .suppress
-                .get(&s.partition)
-                .is_some_and(|last| order <= *last)
-            {
+            // Derived order of `SampleOrder`: window end, then key (compared without copying the
+            // key).
+            let written_before = self.suppress.get(&s.partition).is_some_and(|last| {
+                (s.window_end, &s.key[..]) <= (last.window_end, last.key.as_slice())
+            });
+            if written_before {
                 self.stats
                     .samples_suppressed
                     .fetch_add(1, Ordering::Relaxed);
@@ -129,7 +133,6 @@ impl State {
             self.outputs.late(&l)?;
             self.metrics.late(&l);
         }
-        self.outputs.poll();
         Ok(())
     }
 
@@ -139,7 +142,47 @@ impl State {
         consumer: &BaseConsumer<MemberContext>,
         mode: CommitMode,
     ) -> anyhow::Result<()> {
+        self.pending_commit = None;
         self.outputs.flush(FLUSH_TIMEOUT)?;
+        let tpl = self.low_water_offsets()?;
+        if tpl.count() > 0 {
+            consumer.commit(&tpl, mode)?;
+        }
+        Ok(())
+    }
+
+    /// Takes the low-water offsets now and the output sent so far, unless a commit is already
+    /// waiting for its output.
+    fn start_commit(&mut self) -> anyhow::Result<()> {
+        if self.pending_commit.is_none() {
+            // The mark first: everything sent before the offsets were taken is in it.
+            let mark = self.outputs.mark();
+            let offsets = self.low_water_offsets()?;
+            self.pending_commit = Some(PendingCommit { mark, offsets });
+        }
+        Ok(())
+    }
+
+    /// Commits the waiting offsets if their output is acknowledged; `Ok(false)` if there was
+    /// nothing to commit yet. A failed delivery is an [`super::output::OutputError`].
+    fn finish_commit(&mut self, consumer: &BaseConsumer<MemberContext>) -> anyhow::Result<bool> {
+        let Some(pending) = &self.pending_commit else {
+            return Ok(false);
+        };
+        if !self.outputs.delivered(&pending.mark)? {
+            return Ok(false);
+        }
+        let pending = self.pending_commit.take();
+        if let Some(p) = pending
+            && p.offsets.count() > 0
+        {
+            consumer.commit(&p.offsets, CommitMode::Async)?;
+        }
+        Ok(true)
+    }
+
+    /// The engine's low-water offset of every assigned input partition it has read from.
+    fn low_water_offsets(&self) -> anyhow::Result<TopicPartitionList> {
         let mut tpl = TopicPartitionList::new();
         for &p in &self.assigned {
             for (kind, topic) in [
@@ -156,10 +199,7 @@ impl State {
                 }
             }
         }
-        if tpl.count() > 0 {
-            consumer.commit(&tpl, mode)?;
-        }
-        Ok(())
+        Ok(tpl)
     }
 
     /// Forgets everything: a fresh engine and watermark, nothing assigned.
@@ -172,7 +212,21 @@ impl State {
         self.assigned.clear();
         self.next_offset.clear();
         self.last_lag_check = None;
+        self.pending_commit = None;
         Ok(())
+    }
+
+    /// After a run of records from one input partition (`last` the offset of its last record):
+    /// the next offset to read and the partition's event-time progress.
+    fn end_run(&mut self, kind: TopicKind, partition: u32, last: u64, now: Instant) {
+        let next = i64::try_from(last).map_or(i64::MAX, |o| o + 1);
+        self.next_offset.insert((kind, partition), next);
+        self.watermarks.observe(
+            kind,
+            partition,
+            self.engine.max_event_time(kind, partition),
+            now,
+        );
     }
 
     fn topic_of(&self, kind: TopicKind) -> &str {
@@ -358,6 +412,7 @@ pub fn run(
         assigned: BTreeSet::new(),
         next_offset: HashMap::new(),
         last_lag_check: None,
+        pending_commit: None,
         stats: Arc::clone(&stats),
         metrics: MemberMetrics::new(&settings.topics),
         settings: settings.clone(),
@@ -386,7 +441,14 @@ pub fn run(
         .create_with_context(context)?;
     consumer.subscribe(&[&settings.topics.features, &settings.topics.actions])?;
 
+    let (features_topic, actions_topic) = (
+        settings.topics.features.clone(),
+        settings.topics.actions.clone(),
+    );
     let mut batch: Vec<InputRecord> = Vec::with_capacity(BATCH);
+    // Payloads of a batch are copied into one buffer and handed out as slices of it (the engine
+    // copies what it keeps), instead of an allocation per record.
+    let mut payloads = BytesMut::with_capacity(PAYLOAD_CHUNK);
     let mut last_commit = Instant::now();
     while !stop.load(Ordering::SeqCst) {
         anyhow::ensure!(
@@ -397,11 +459,7 @@ pub fn run(
         batch.clear();
         let mut waited = false;
         while batch.len() < BATCH {
-            let timeout = if waited {
-                Duration::ZERO
-            } else {
-                Duration::from_millis(100)
-            };
+            let timeout = if waited { Duration::ZERO } else { POLL_TIMEOUT };
             waited = true;
             let polled = consumer.poll(timeout);
             // Rebalance callbacks run inside `poll`: what was read before them belongs to the
@@ -417,8 +475,12 @@ pub fn run(
                 None => break,
                 Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
                 Some(Ok(m)) => {
-                    let state = state.lock();
-                    let Some(kind) = state.kind_of(m.topic()) else {
+                    let topic = m.topic();
+                    let kind = if topic == features_topic {
+                        TopicKind::Feature
+                    } else if topic == actions_topic {
+                        TopicKind::Action
+                    } else {
                         continue;
                     };
                     let (Ok(partition), Ok(offset)) =
@@ -426,6 +488,7 @@ pub fn run(
                     else {
                         continue;
                     };
+                    payloads.extend_from_slice(m.payload().unwrap_or_default());
                     batch.push(InputRecord {
                         source: Source {
                             kind,
@@ -433,7 +496,7 @@ pub fn run(
                             offset,
                         },
                         timestamp: m.timestamp().to_millis(),
-                        value: Bytes::copy_from_slice(m.payload().unwrap_or_default()),
+                        value: payloads.split().freeze(),
                     });
                 }
             }
@@ -442,13 +505,19 @@ pub fn run(
         let s = &mut *guard;
         let now = Instant::now();
         s.metrics.records_read(&batch);
+        let mut run: Option<(TopicKind, u32, u64)> = None;
         for rec in batch.drain(..) {
-            let (kind, p) = (rec.source.kind, rec.source.partition);
-            let next = i64::try_from(rec.source.offset).map_or(i64::MAX, |o| o + 1);
-            s.next_offset.insert((kind, p), next);
+            let source = (rec.source.kind, rec.source.partition);
+            if let Some((kind, p, last)) = run
+                && (kind, p) != source
+            {
+                s.end_run(kind, p, last, now);
+            }
+            run = Some((source.0, source.1, rec.source.offset));
             s.engine.push(rec, &mut s.out);
-            s.watermarks
-                .observe(kind, p, s.engine.max_event_time(kind, p), now);
+        }
+        if let Some((kind, p, last)) = run {
+            s.end_run(kind, p, last, now);
         }
         s.stats.records_in.store(
             s.engine.counters().features_in + s.engine.counters().actions_in,
@@ -465,17 +534,19 @@ pub fn run(
         s.metrics.engine(&s.engine, crate::now_ms());
         s.emit()?;
         if last_commit.elapsed() >= s.settings.kafka.commit_interval {
-            // A failed flush is fatal (output may be missing); a failed commit only delays
-            // the low water (e.g. while the broker restarts).
-            let committed = s.commit(&consumer, CommitMode::Async);
-            s.metrics.committed(committed.is_ok(), crate::now_ms());
-            if let Err(e) = committed {
-                if e.downcast_ref::<super::output::OutputError>().is_some() {
-                    return Err(e);
-                }
+            s.start_commit()?;
+            last_commit = Instant::now();
+        }
+        // A failed delivery is fatal (output may be missing); a failed commit only delays the
+        // low water (e.g. while the broker restarts).
+        match s.finish_commit(&consumer) {
+            Ok(false) => {}
+            Ok(true) => s.metrics.committed(true, crate::now_ms()),
+            Err(e) if e.downcast_ref::<super::output::OutputError>().is_some() => return Err(e),
+            Err(e) => {
+                s.metrics.committed(false, crate::now_ms());
                 tracing::warn!(error = %e, "commit failed");
             }
-            last_commit = Instant::now();
         }
     }
     // Graceful stop: everything that has closed is already produced; wait for it and commit.
