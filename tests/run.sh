@@ -52,9 +52,13 @@ GIT_ALLOW_PROTOCOL=file PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install -q --
 
 echo "== cargo fmt --check"
 cargo fmt --all --check
+# Everything below builds in the release profile (`cargo test --release` builds the tests in the
+# `bench` profile, which inherits `release`, and their dependencies in `release`): clippy, the
+# binary and the tests then share one build of every dependency and of librdkafka's C sources,
+# instead of a `dev` and a `release` build of each. The e2e tests run the release binary.
 echo "== cargo clippy"
-cargo clippy --workspace --all-targets --locked -- -D warnings
-echo "== cargo build --release (the joiner end-to-end tests run the release binary)"
+cargo clippy --release --workspace --all-targets --locked -- -D warnings
+echo "== cargo build --release (the end-to-end tests run the release binary)"
 cargo build --release --locked -p joiner --bin recjoin
-echo "== cargo test"
-cargo test --workspace --locked
+echo "== cargo test --release"
+cargo test --release --workspace --locked

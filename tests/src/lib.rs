@@ -32,7 +32,9 @@ pub fn workspace_root() -> PathBuf {
 pub fn recjoin_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        let release = RELEASE.load(std::sync::atomic::Ordering::SeqCst);
+        // An optimised test build (`cargo test --release`, as the test command runs) always uses
+        // the release binary, so that it never builds the dependencies a second time in `dev`.
+        let release = RELEASE.load(std::sync::atomic::Ordering::SeqCst) || !cfg!(debug_assertions);
         let var = if release {
             "RECJOIN_E2E_RELEASE_BIN"
         } else {

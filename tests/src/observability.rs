@@ -7,7 +7,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -88,27 +88,30 @@ fn joined(lines: &Mutex<Vec<String>>) -> String {
     lines.lock().map(|l| l.join("\n")).unwrap_or_default()
 }
 
-/// Sends SIGTERM, waits up to `grace` for the exit, then SIGKILLs; always reaps.
-fn stop(child: &mut Child, grace: Duration) {
+/// Sends SIGTERM and waits up to `grace` for the exit; the exit status, or `None` if the process
+/// is still running (it is then SIGKILLed). Always reaps.
+fn stop(child: &mut Child, grace: Duration) -> Option<ExitStatus> {
     if let Ok(pid) = libc::pid_t::try_from(child.id()) {
         // SAFETY: kill(2) on our own child, which has not been reaped yet.
         unsafe { libc::kill(pid, libc::SIGTERM) };
     }
     let deadline = Instant::now() + grace;
     while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
         }
         std::thread::sleep(Duration::from_millis(50));
     }
     let _ = child.kill();
     let _ = child.wait();
+    None
 }
 
 /// `recjoin up --demo` on loopback ports with a fresh data directory; stopped when dropped.
 #[derive(Debug)]
 pub struct UpDemo {
-    child: Child,
+    /// `None` once it has been stopped and reaped.
+    child: Option<Child>,
     lines: Arc<Mutex<Vec<String>>>,
     metrics: String,
     _data: tempfile::TempDir,
@@ -163,7 +166,7 @@ impl UpDemo {
             std::thread::sleep(Duration::from_millis(50));
         };
         Ok(Self {
-            child,
+            child: Some(child),
             lines,
             metrics,
             _data: data,
@@ -182,16 +185,34 @@ impl UpDemo {
 
     /// Fails if the process has exited.
     pub fn check_alive(&mut self) -> Result<()> {
-        if let Some(status) = self.child.try_wait()? {
+        let child = self.child.as_mut().context("recjoin up was stopped")?;
+        if let Some(status) = child.try_wait()? {
             bail!("recjoin up exited ({status}):\n{}", self.output());
         }
         Ok(())
+    }
+
+    /// Stops it with SIGTERM, as an operator would; its exit status, or an error if it did not
+    /// exit within `grace` (it is then SIGKILLed).
+    pub fn terminate(&mut self, grace: Duration) -> Result<ExitStatus> {
+        let mut child = self
+            .child
+            .take()
+            .context("recjoin up was stopped already")?;
+        stop(&mut child, grace).with_context(|| {
+            format!(
+                "recjoin up did not stop within {grace:?} of SIGTERM:\n{}",
+                self.output()
+            )
+        })
     }
 }
 
 impl Drop for UpDemo {
     fn drop(&mut self) {
-        stop(&mut self.child, Duration::from_secs(20));
+        if let Some(child) = self.child.as_mut() {
+            stop(child, Duration::from_secs(20));
+        }
     }
 }
 
