@@ -7,6 +7,7 @@
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod decimal;
 pub mod engine;
 pub mod metrics;
 pub mod partitioner;

@@ -127,7 +127,7 @@ pub fn run(args: &EngineBenchArgs, live_bytes: Option<fn() -> usize>) -> EngineB
             .unwrap_or(usize::MAX)
             .min(args.batch);
         let g0 = Instant::now();
-        let mut buf = Vec::with_capacity(n * 320);
+        let mut buf = Vec::with_capacity(n * 512);
         recs.clear();
         max_ts = max_ts.max(wl.fill(n, &mut buf, &mut recs));
         let buf = Bytes::from(buf);

@@ -15,6 +15,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, LogNormal};
 
+use crate::decimal::write_u64;
 use crate::engine::{Source, TopicKind};
 
 /// Shape of the workload.
@@ -107,11 +108,6 @@ fn hex(v: u64, out: &mut Vec<u8>) {
     }
 }
 
-fn num(v: u64, out: &mut Vec<u8>) {
-    use std::io::Write;
-    let _ = write!(out, "{v}");
-}
-
 impl Workload {
     /// A generator for `cfg`.
     pub fn new(cfg: WorkloadConfig) -> Self {
@@ -202,15 +198,15 @@ impl Workload {
             out.extend_from_slice(b"\",\"request_id\":\"req-");
             hex(mix(p.imp / 8), out);
             out.extend_from_slice(b"\",\"user_id\":\"u");
-            num(mix(p.imp) % 5_000_000, out);
+            write_u64(mix(p.imp) % 5_000_000, out);
             out.extend_from_slice(b"\",\"item_id\":\"i");
-            num(mix(p.imp + 1) % 2_000_000, out);
+            write_u64(mix(p.imp + 1) % 2_000_000, out);
             out.extend_from_slice(b"\",\"ts\":");
-            num(u64::try_from(p.ts).unwrap_or(0), out);
+            write_u64(u64::try_from(p.ts).unwrap_or(0), out);
             out.extend_from_slice(b",\"features\":{\"ctx\":{\"hour\":");
-            num((p.imp / 3600) % 24, out);
+            write_u64((p.imp / 3600) % 24, out);
             out.extend_from_slice(b",\"os\":\"android\",\"slot\":");
-            num(p.imp % 10, out);
+            write_u64(p.imp % 10, out);
             out.extend_from_slice(b"},\"emb\":[");
             let mut h = mix(p.imp ^ 0x55);
             let mut first = true;
@@ -225,17 +221,17 @@ impl Workload {
                     out.push(b'-');
                 }
                 out.extend_from_slice(b"0.");
-                num(1000 + (h >> 40) % 9000, out);
+                write_u64(1000 + (h >> 40) % 9000, out);
             }
             out.extend_from_slice(b"]}}");
         } else {
             out.extend_from_slice(b"\",\"type\":\"");
             out.extend_from_slice(TYPES[usize::from(p.what - 1)].as_bytes());
             out.extend_from_slice(b"\",\"ts\":");
-            num(u64::try_from(p.ts).unwrap_or(0), out);
+            write_u64(u64::try_from(p.ts).unwrap_or(0), out);
             if p.what == 2 {
                 out.extend_from_slice(b",\"value\":");
-                num(u64::from(p.value), out);
+                write_u64(u64::from(p.value), out);
                 out.extend_from_slice(b".0");
             }
             out.push(b'}');

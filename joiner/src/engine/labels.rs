@@ -5,6 +5,7 @@ use hashbrown::HashMap;
 
 use super::config::{Agg, LabelDef};
 use super::record::escape_into;
+use crate::decimal::{write_i64, write_u64};
 
 /// Most distinct action types interned; beyond that actions become dead letters, so a producer
 /// bug cannot grow the table without bound.
@@ -143,53 +144,6 @@ impl Labels {
     }
 }
 
-/// The decimal digits of 0..100, two bytes each.
-const PAIRS: [u8; 200] = {
-    let mut t = [0u8; 200];
-    let mut i = 0;
-    while i < 100 {
-        t[2 * i] = b'0' + (i / 10) as u8;
-        t[2 * i + 1] = b'0' + (i % 10) as u8;
-        i += 1;
-    }
-    t
-};
-
-/// Formats a non-negative integer into `buf`, returning the digits (two digits per division:
-/// event times have 13).
-pub(crate) fn fmt_u64(mut v: u64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut i = buf.len();
-    while v >= 100 {
-        let r = (v % 100) as usize;
-        v /= 100;
-        i -= 2;
-        buf[i..i + 2].copy_from_slice(&PAIRS[2 * r..2 * r + 2]);
-    }
-    if v >= 10 {
-        let r = v as usize;
-        i -= 2;
-        buf[i..i + 2].copy_from_slice(&PAIRS[2 * r..2 * r + 2]);
-    } else {
-        i -= 1;
-        buf[i] = b'0' + v as u8;
-    }
-    &buf[i..]
-}
-
-/// Writes an unsigned integer in decimal.
-pub(crate) fn write_u64(v: u64, out: &mut Vec<u8>) {
-    let mut buf = [0u8; 20];
-    out.extend_from_slice(fmt_u64(v, &mut buf));
-}
-
-/// Writes a signed integer in decimal.
-pub(crate) fn write_i64(v: i64, out: &mut Vec<u8>) {
-    if v < 0 {
-        out.push(b'-');
-    }
-    write_u64(v.unsigned_abs(), out);
-}
-
 /// Writes a float as JSON, always with a fraction or exponent (`0.0`, `6500.0`, `1e300`) so that
 /// readers see a float; a non-finite result (an overflowing sum) is written as `null`.
 pub(crate) fn write_f64(v: f64, out: &mut Vec<u8>) {
@@ -212,29 +166,6 @@ pub(crate) fn write_f64(v: f64, out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn fmt_u64_matches_display() {
-        let mut vals = vec![
-            0,
-            1,
-            9,
-            10,
-            99,
-            100,
-            101,
-            999,
-            1000,
-            1_732_150_000_123,
-            u64::MAX,
-        ];
-        vals.extend((0..64).map(|s| 1u64 << s));
-        vals.extend((0..20).map(|e| 10u64.pow(e) - 1));
-        for v in vals {
-            let mut buf = [0u8; 20];
-            assert_eq!(fmt_u64(v, &mut buf), v.to_string().as_bytes());
-        }
-    }
 
     #[test]
     fn write_f64_matches_debug_format() {

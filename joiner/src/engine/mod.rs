@@ -144,9 +144,9 @@ impl DeadLetter {
         out.extend_from_slice(b"\",\"topic\":\"");
         record::escape_into(topic.as_bytes(), &mut out);
         out.extend_from_slice(b"\",\"partition\":");
-        labels::write_u64(u64::from(self.source.partition), &mut out);
+        crate::decimal::write_u64(u64::from(self.source.partition), &mut out);
         out.extend_from_slice(b",\"offset\":");
-        labels::write_u64(self.source.offset, &mut out);
+        crate::decimal::write_u64(self.source.offset, &mut out);
         match std::str::from_utf8(&self.bytes) {
             Ok(s) => {
                 out.extend_from_slice(b",\"original\":\"");

@@ -4,8 +4,8 @@
 //! `feature_ts` and the raw `features` bytes — which is the only copy of the feature the engine
 //! keeps. At close the suffix (actions, labels, close reason, window end, sample rate) is appended.
 
-use super::labels::write_i64;
 use super::record::{Fields, escape_into};
+use crate::decimal::write_i64;
 
 /// Upper bound of the prefix length for a record (used to size the arena slice).
 pub(crate) fn prefix_max_len(header: &[u8], key_len: usize, f: &Fields) -> usize {
@@ -50,7 +50,7 @@ pub(crate) fn write_prefix(
     out.extend_from_slice(b",\"feature_ts\":");
     let mut num = [0u8; 20];
     // Event times are validated to be in [0, 2^53).
-    out.extend_from_slice(super::labels::fmt_u64(
+    out.extend_from_slice(crate::decimal::fmt_u64(
         u64::try_from(ts).unwrap_or(0),
         &mut num,
     ));
