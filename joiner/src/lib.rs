@@ -8,6 +8,7 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod kafka;
 pub mod metrics;
 pub mod partitioner;
 pub mod replay;
