@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod decimal;
 pub mod engine;
+pub mod kafka;
 pub mod metrics;
 pub mod partitioner;
 pub mod replay;

@@ -10,9 +10,8 @@
 //! The client settings are the same whatever the broker: batches of up to 10,000 records / 1 MB
 //! lingering 5 ms, librdkafka's default local queue of 100,000 records (deeper only adds latency
 //! and fresh memory to fault in), fetches of up to 8 MB per partition, a prefetch queue that never
-//! pauses fetching, and librdkafka's batch consume call ([`batch`]) unless `--consumer poll`.
-
-mod batch;
+//! pauses fetching, and librdkafka's batch consume call ([`crate::kafka::batch`]) unless
+//! `--consumer poll`.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -274,7 +273,7 @@ fn consume(args: &BenchBrokerArgs, topic: &str) -> anyhow::Result<Consumed> {
     let mut assignment = TopicPartitionList::new();
     assignment.add_partition_offset(topic, 0, Offset::Beginning)?;
     consumer.assign(&assignment)?;
-    let mut reader = batch::BatchReader::new(&consumer, CONSUME_BATCH)?;
+    let mut reader = crate::kafka::batch::BatchQueue::consumer(&consumer, CONSUME_BATCH)?;
     let cpu_before = cpu_time();
     let mut started = None;
     let deadline = Instant::now() + Duration::from_secs(600);
@@ -288,8 +287,8 @@ fn consume(args: &BenchBrokerArgs, topic: &str) -> anyhow::Result<Consumed> {
         );
         let n = match args.consumer {
             ConsumeMode::Batch => {
-                reader.read(Duration::from_millis(100), args.records - consumed, |len| {
-                    bytes += len
+                reader.read(Duration::from_millis(100), args.records - consumed, |m| {
+                    bytes += m.payload().len()
                 })?
             }
             ConsumeMode::Poll => match consumer.poll(Duration::from_millis(100)) {

@@ -1,0 +1,3 @@
+//! librdkafka calls the `rdkafka` crate does not wrap, for the hot read paths.
+
+pub mod batch;
