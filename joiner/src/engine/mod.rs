@@ -434,6 +434,8 @@ pub struct Engine {
     labels: Labels,
     /// `{"<key field>":"`, the start of every sample.
     header: Box<[u8]>,
+    /// `negative_sample_rate` as written in samples (formatted once, not per sample).
+    negative_rate_json: Box<[u8]>,
     index: Index,
     hasher: DefaultHashBuilder,
     pages: Vec<Vec<Slot>>,
@@ -485,8 +487,11 @@ impl Engine {
             time: cfg.time_field.as_bytes().into(),
             read_time: cfg.time_source == TimeSource::Json,
         };
+        let mut negative_rate_json = Vec::new();
+        labels::write_f64(cfg.negative_sample_rate, &mut negative_rate_json);
         Ok(Self {
             w,
+            negative_rate_json: negative_rate_json.into(),
             names,
             types,
             labels,
@@ -1251,8 +1256,7 @@ impl Engine {
                 CloseReason::HardTimeout => self.counters.samples_hard_timeout += 1,
                 CloseReason::NoAction => self.counters.samples_no_action += 1,
             }
-            out.samples
-                .push(self.encode(&s, accepted, d, dec.reason, rate));
+            out.samples.push(self.encode(&s, accepted, d, dec.reason));
         } else {
             self.counters.negatives_sampled_out += 1;
         }
@@ -1342,14 +1346,7 @@ impl Engine {
         .then_some(x)
     }
 
-    fn encode(
-        &mut self,
-        s: &Slot,
-        accepted: &[LabelInput],
-        d: i64,
-        reason: CloseReason,
-        rate: f64,
-    ) -> Sample {
+    fn encode(&mut self, s: &Slot, accepted: &[LabelInput], d: i64, reason: CloseReason) -> Sample {
         let enc = &mut self.enc;
         enc.clear();
         enc.extend_from_slice(b",\"actions\":[");
@@ -1361,7 +1358,12 @@ impl Engine {
         }
         enc.extend_from_slice(b"],\"labels\":");
         self.labels.write(accepted, enc);
-        sample::write_tail(reason.as_str(), d, rate, enc);
+        let rate_json: &[u8] = if reason == CloseReason::NoAction {
+            &self.negative_rate_json
+        } else {
+            b"1.0"
+        };
+        sample::write_tail(reason.as_str(), d, rate_json, enc);
         let prefix = s.f.prefix(&self.store);
         let buf = self.out_arena.begin(prefix.len() + self.enc.len());
         buf.extend_from_slice(prefix);

@@ -97,14 +97,15 @@ pub(crate) fn write_action(escaped_type: &[u8], ts: i64, out: &mut Vec<u8>) {
     out.push(b'}');
 }
 
-/// Writes the tail after the labels: close reason, window end, sample rate, closing brace.
-pub(crate) fn write_tail(reason: &str, window_end: i64, rate: f64, out: &mut Vec<u8>) {
+/// Writes the tail after the labels: close reason, window end, sample rate (already written as
+/// JSON by [`super::labels::write_f64`]), closing brace.
+pub(crate) fn write_tail(reason: &str, window_end: i64, rate_json: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(b",\"close_reason\":\"");
     out.extend_from_slice(reason.as_bytes());
     out.extend_from_slice(b"\",\"window_end\":");
     write_i64(window_end, out);
     out.extend_from_slice(b",\"sample_rate\":");
-    super::labels::write_f64(rate, out);
+    out.extend_from_slice(rate_json);
     out.push(b'}');
 }
 
