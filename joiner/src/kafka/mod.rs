@@ -1,3 +1,5 @@
-//! librdkafka calls the `rdkafka` crate does not wrap, for the hot read paths.
+//! librdkafka calls the `rdkafka` crate does not wrap, and the copying of record values, for the
+//! hot read paths.
 
 pub mod batch;
+pub mod payloads;

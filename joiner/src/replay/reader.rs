@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -28,6 +28,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use super::plan::{PartitionPlan, ReadBounds};
 use crate::engine::{InputRecord, Source, TopicKind};
 use crate::kafka::batch::BatchQueue;
+use crate::kafka::payloads::copy_value;
 
 /// Records read from a partition before the reader looks again for the one furthest behind.
 const CHUNK: usize = 4096;
@@ -227,7 +228,7 @@ fn read_chunk(
                         offset: source_offset,
                     },
                     timestamp: m.timestamp(),
-                    value: copy_value(payloads, value),
+                    value: copy_value(payloads, value, PAYLOAD_BUFFER),
                 };
                 if let Err(e) = feed.push(rec) {
                     failed = Some(e);
@@ -289,46 +290,4 @@ fn serve_consumer_queue(consumer: &BaseConsumer) -> anyhow::Result<()> {
         None => {}
     }
     Ok(())
-}
-
-/// Copies `value` into the shared buffer `payloads` and returns the copy as its own `Bytes`.
-/// Once the buffer is full and every slice handed out before has been dropped, `reserve` reuses
-/// it from the start; otherwise it allocates a new one.
-fn copy_value(payloads: &mut BytesMut, value: &[u8]) -> Bytes {
-    if payloads.capacity() < value.len() {
-        payloads.reserve(PAYLOAD_BUFFER.max(value.len()));
-    }
-    payloads.extend_from_slice(value);
-    payloads.split().freeze()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn values_share_a_buffer_that_is_reused_once_dropped() {
-        let mut payloads = BytesMut::new();
-        let a = copy_value(&mut payloads, b"first");
-        let b = copy_value(&mut payloads, b"second");
-        assert_eq!((&a[..], &b[..]), (&b"first"[..], &b"second"[..]));
-        assert_eq!(b.as_ptr(), a.as_ptr().wrapping_add(5), "one buffer");
-        let start = a.as_ptr();
-        drop((a, b));
-        // Fill the buffer past its end with slices dropped at once: it is reused in place.
-        let big = vec![7u8; PAYLOAD_BUFFER / 3];
-        let mut reused = false;
-        for _ in 0..6 {
-            let v = copy_value(&mut payloads, &big);
-            assert_eq!(&v[..], &big[..]);
-            reused |= v.as_ptr() == start;
-        }
-        assert!(reused);
-        // A slice kept alive stays intact while the buffer moves on.
-        let kept = copy_value(&mut payloads, b"kept");
-        for _ in 0..6 {
-            drop(copy_value(&mut payloads, &big));
-        }
-        assert_eq!(&kept[..], b"kept");
-    }
 }

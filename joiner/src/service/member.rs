@@ -34,11 +34,11 @@ use super::tail::{SampleOrder, last_sample};
 use super::watermark::Watermarks;
 use crate::config::Settings;
 use crate::engine::{CloseReason, Engine, InputRecord, Output, Source, TopicKind};
+use crate::kafka::payloads::copy_value;
 
 /// Records pulled from the consumer per engine step.
 const BATCH: usize = 8192;
-/// Bytes of the buffers that input payloads are copied into (`bytes` allocates the next one of
-/// the same size when one is used up).
+/// Bytes of the buffers that input payloads are copied into ([`copy_value`]).
 const PAYLOAD_CHUNK: usize = 64 * 1024;
 /// Longest wait for the first record of a step; also how often an idle member checks its
 /// watermark and pending commit.
@@ -488,7 +488,11 @@ pub fn run(
                     else {
                         continue;
                     };
-                    payloads.extend_from_slice(m.payload().unwrap_or_default());
+                    let value = copy_value(
+                        &mut payloads,
+                        m.payload().unwrap_or_default(),
+                        PAYLOAD_CHUNK,
+                    );
                     batch.push(InputRecord {
                         source: Source {
                             kind,
@@ -496,7 +500,7 @@ pub fn run(
                             offset,
                         },
                         timestamp: m.timestamp().to_millis(),
-                        value: payloads.split().freeze(),
+                        value,
                     });
                 }
             }
