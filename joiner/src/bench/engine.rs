@@ -40,6 +40,9 @@ pub struct EngineBenchResult {
     pub engine_secs: f64,
     /// Of which in `push` (parsing, state updates).
     pub push_secs: f64,
+    /// CPU time of this thread over the same timed sections as `engine_secs` (not inflated when
+    /// other processes take the core: compare A/B runs on a busy machine by this).
+    pub engine_cpu_secs: f64,
     /// Time spent generating input (not part of the rates).
     pub gen_secs: f64,
     /// Input records per second of engine time.
@@ -75,11 +78,12 @@ impl EngineBenchResult {
     /// One JSON line.
     pub fn to_json_line(&self) -> String {
         format!(
-            "{{\"bench\":\"engine\",\"records\":{},\"samples\":{},\"engine_secs\":{:.3},\"push_secs\":{:.3},\"gen_secs\":{:.3},\"records_per_s\":{:.0},\"samples_per_s\":{:.0},\"bytes_per_pending_key\":{},\"peak_pending_keys\":{},\"structure_bytes_per_pending_key\":{:.1},\"closed_keys_at_peak\":{},\"late\":{},\"dead_letters\":{},\"samples_idle\":{},\"samples_hard_timeout\":{},\"samples_no_action\":{},\"expired_orphans\":{},\"actions_after_close\":{},\"samples_digest\":\"{:016x}\"}}",
+            "{{\"bench\":\"engine\",\"records\":{},\"samples\":{},\"engine_secs\":{:.3},\"push_secs\":{:.3},\"engine_cpu_secs\":{:.3},\"gen_secs\":{:.3},\"records_per_s\":{:.0},\"samples_per_s\":{:.0},\"bytes_per_pending_key\":{},\"peak_pending_keys\":{},\"structure_bytes_per_pending_key\":{:.1},\"closed_keys_at_peak\":{},\"late\":{},\"dead_letters\":{},\"samples_idle\":{},\"samples_hard_timeout\":{},\"samples_no_action\":{},\"expired_orphans\":{},\"actions_after_close\":{},\"samples_digest\":\"{:016x}\"}}",
             self.records,
             self.samples,
             self.engine_secs,
             self.push_secs,
+            self.engine_cpu_secs,
             self.gen_secs,
             self.records_per_s,
             self.samples_per_s,
@@ -119,6 +123,7 @@ pub fn run(args: &EngineBenchArgs, live_bytes: Option<fn() -> usize>) -> EngineB
     let mut engine_time = Duration::ZERO;
     let mut gen_time = Duration::ZERO;
     let mut push_time = Duration::ZERO;
+    let mut cpu_time = Duration::ZERO;
     let mut max_ts = i64::MIN;
     let mut best_ratio = None;
     let mut digest = 0xcbf2_9ce4_8422_2325u64;
@@ -141,6 +146,7 @@ pub fn run(args: &EngineBenchArgs, live_bytes: Option<fn() -> usize>) -> EngineB
             .collect();
         gen_time += g0.elapsed();
 
+        let c0 = thread_cpu_time();
         let t0 = Instant::now();
         for rec in batch {
             engine.push(rec, &mut out);
@@ -148,6 +154,7 @@ pub fn run(args: &EngineBenchArgs, live_bytes: Option<fn() -> usize>) -> EngineB
         push_time += t0.elapsed();
         engine.advance_watermark(max_ts - bound, &mut out);
         let d0 = Instant::now();
+        let c1 = thread_cpu_time();
         res.samples += out.samples.len() as u64;
         for s in &out.samples {
             digest = fnv1a(digest, &s.key);
@@ -155,8 +162,10 @@ pub fn run(args: &EngineBenchArgs, live_bytes: Option<fn() -> usize>) -> EngineB
             digest = fnv1a(digest, &s.window_end.to_le_bytes());
         }
         let digest_time = d0.elapsed();
+        let c2 = thread_cpu_time();
         out.clear();
         engine_time += t0.elapsed() - digest_time;
+        cpu_time += (c1 - c0) + (thread_cpu_time() - c2);
 
         res.records += n as u64;
         drop(buf);
@@ -178,6 +187,7 @@ pub fn run(args: &EngineBenchArgs, live_bytes: Option<fn() -> usize>) -> EngineB
     res.engine_secs = engine_time.as_secs_f64();
     res.gen_secs = gen_time.as_secs_f64();
     res.push_secs = push_time.as_secs_f64();
+    res.engine_cpu_secs = cpu_time.as_secs_f64();
     res.records_per_s = res.records as f64 / res.engine_secs.max(1e-9);
     res.samples_per_s = res.samples as f64 / res.engine_secs.max(1e-9);
     res.bytes_per_pending_key = best_ratio;
@@ -188,6 +198,21 @@ pub fn run(args: &EngineBenchArgs, live_bytes: Option<fn() -> usize>) -> EngineB
     res.actions_after_close = c.actions_after_close;
     res.samples_digest = digest;
     res
+}
+
+/// CPU time consumed by the calling thread so far.
+fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_THREAD_CPUTIME_ID is always supported
+    // on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(
+        u64::try_from(ts.tv_sec).unwrap_or(0),
+        u32::try_from(ts.tv_nsec).unwrap_or(0),
+    )
 }
 
 /// FNV-1a over `b`, continuing from `h`, eight bytes at a time (the last word zero-padded,

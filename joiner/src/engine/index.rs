@@ -113,7 +113,7 @@ impl Index {
         let cap = self.entries.len() * 2;
         let mut entries: Vec<u64> = Vec::with_capacity(cap);
         // Lookups land at random: huge pages spare a TLB miss per lookup.
-        super::hugepages::advise(entries.as_ptr().cast(), cap * 8);
+        super::paging::advise(entries.as_ptr().cast(), cap * 8);
         entries.resize(cap, EMPTY);
         let old = std::mem::replace(&mut self.entries, entries);
         self.shift -= 1;

@@ -34,10 +34,10 @@ pub mod record;
 pub mod timers;
 
 mod arena;
-mod hugepages;
 mod index;
 mod labels;
 mod offsets;
+mod paging;
 mod sample;
 mod store;
 mod window;
@@ -684,7 +684,7 @@ impl Engine {
                     // at random, and huge pages spare a TLB miss per access.
                     let cap = if self.pages.is_empty() { 1024 } else { PAGE };
                     let page: Vec<Slot> = Vec::with_capacity(cap);
-                    hugepages::advise(page.as_ptr().cast(), cap * std::mem::size_of::<Slot>());
+                    paging::advise(page.as_ptr().cast(), cap * std::mem::size_of::<Slot>());
                     self.pages.push(page);
                 }
                 let n = self.pages.len() - 1;
@@ -857,6 +857,9 @@ impl Engine {
             // A new key takes the last freed slot: start loading it too.
             prefetch(std::ptr::from_ref(self.slot(i)).cast());
         }
+        if src.kind == TopicKind::Feature {
+            self.store.prefetch_next(rec.value.len() + 64);
+        }
         let p = match self.parse(&rec) {
             Ok(p) => p,
             Err(reason) => {
@@ -910,8 +913,10 @@ impl Engine {
         if !b.starts_with(&self.header) {
             return None;
         }
-        let n = memchr::memchr2(b'"', b'\\', &b[h..])?;
-        if b[h + n] != b'"' {
+        // Stops at the closing quote of a plain key; anything else (an escape, a control or
+        // non-ASCII byte, the end) leaves the key to the parser.
+        let n = record::string_run(b, h, true);
+        if b.get(h + n) != Some(&b'"') {
             return None;
         }
         let hash = self.hash(&b[h..h + n]);

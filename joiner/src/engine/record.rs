@@ -157,7 +157,7 @@ fn digit_run(b: &[u8], mut i: usize) -> usize {
 /// Offset from `i` of the first `"`, `\` or control byte (or, with `stop_high`, byte of
 /// 0x80 and above), or the remaining length.
 #[inline(always)]
-fn string_run(b: &[u8], i: usize, stop_high: bool) -> usize {
+pub(crate) fn string_run(b: &[u8], i: usize, stop_high: bool) -> usize {
     #[cfg(target_arch = "x86_64")]
     {
         // 16 bytes at a time while they last: most strings in records end in the first block.

@@ -151,6 +151,21 @@ impl Store {
         }
     }
 
+    /// Starts loading the next `len` bytes the current chunk will be written at, when they fit.
+    /// A feature's prefix is copied there after its record is parsed; recycled chunk memory is
+    /// long out of the caches, and loading it during the parse hides the misses of the copy.
+    #[inline]
+    pub(crate) fn prefetch_next(&self, len: usize) {
+        if let Some(c) = self.chunks.get(self.cur as usize)
+            && c.buf.capacity() - c.buf.len() >= len
+        {
+            let start = c.buf.as_ptr().wrapping_add(c.buf.len());
+            for off in (0..len).step_by(64) {
+                super::prefetch(start.wrapping_add(off));
+            }
+        }
+    }
+
     /// Gives a span back. Each span must be freed once (freeing [`Span::EMPTY`] does nothing).
     #[inline]
     pub(crate) fn free(&mut self, s: Span) {
@@ -193,7 +208,9 @@ impl Store {
                 if let Some(b) = other {
                     self.spare.push(b);
                 }
-                Vec::with_capacity(self.chunk.max(max_len))
+                let fresh = Vec::with_capacity(self.chunk.max(max_len));
+                super::paging::populate(fresh.as_ptr(), fresh.capacity());
+                fresh
             }
         };
         let id = match self.free_ids.pop() {
