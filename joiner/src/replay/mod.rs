@@ -277,25 +277,35 @@ pub fn replay(
 }
 
 /// Draws a progress bar (records, records/s, event time reached, ETA) until every worker ends.
+/// Without a bar it returns at once (the caller joins the workers); with one it notices the end
+/// within [`DONE_POLL`], not one redraw period later (the replay's time includes this wait).
 pub(crate) fn show_progress_until_done<T>(
     handles: &[std::thread::ScopedJoinHandle<'_, T>],
     progress: &[ReadProgress],
     total: u64,
     show: bool,
 ) {
-    let bar = if show {
-        indicatif::ProgressBar::new(total)
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
+    /// How often the bar is redrawn.
+    const REDRAW: Duration = Duration::from_millis(200);
+    /// How often the workers are checked for the end.
+    const DONE_POLL: Duration = Duration::from_millis(5);
+    if !show {
+        return;
+    }
+    let bar = indicatif::ProgressBar::new(total);
     bar.set_style(
         indicatif::ProgressStyle::with_template(
             "{bar:30} {pos}/{len} records, {per_sec}, event time {msg}, ETA {eta}",
         )
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
+    let mut drawn = Instant::now();
     while !handles.iter().all(|h| h.is_finished()) {
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(DONE_POLL);
+        if drawn.elapsed() < REDRAW {
+            continue;
+        }
+        drawn = Instant::now();
         let read: u64 = progress
             .iter()
             .map(|p| p.records.load(Ordering::Relaxed))
