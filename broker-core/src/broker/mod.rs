@@ -10,8 +10,10 @@ pub mod metrics;
 mod produce;
 mod producer_ids;
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use kafka_protocol::ResponseError;
@@ -154,6 +156,43 @@ impl Broker {
         &self.config
     }
 
+    /// [`Self::handle`] for a connection that keeps taking requests while a produce waits for its
+    /// fsync: a produce with `acks=all` on fsync durability comes back as soon as its batches
+    /// are appended, as [`Handled::Durable`], to be awaited (in request order) for its response.
+    /// Every other request is answered before this returns, as [`Handled::Ready`]. So requests
+    /// take effect in the order they arrive, and only the fsync waits overlap.
+    pub async fn handle_pipelined<'a>(&'a self, request: Request, client_host: &str) -> Handled<'a> {
+        let Request {
+            api_key,
+            version,
+            correlation_id,
+            client_id,
+            body,
+        } = request;
+        let body = match body {
+            RequestBody::Produce(r) if produce::waits_for_fsync(self, r.acks) => {
+                let appended = produce::append(self, r);
+                return Handled::Durable(Box::pin(async move {
+                    match appended.acknowledged().await {
+                        Some(response) => response
+                            .encode_frame(api_key, version, correlation_id, vec![])
+                            .map(Some),
+                        None => Ok(None),
+                    }
+                }));
+            }
+            body => body,
+        };
+        let request = Request {
+            api_key,
+            version,
+            correlation_id,
+            client_id,
+            body,
+        };
+        Handled::Ready(self.handle(request, client_host).await)
+    }
+
     /// Answers one request from `client_host` (shown by DescribeGroups, Kafka-style `/ip`).
     /// `None` means no response is sent (a Produce with `acks=0`); an error means the response
     /// could not be encoded, and the connection should be closed.
@@ -180,7 +219,7 @@ impl Broker {
             RequestBody::FindCoordinator(r) => {
                 reply(&cluster::find_coordinator(self, version, r), vec![])
             }
-            RequestBody::Produce(r) => match produce::produce(self, r).await {
+            RequestBody::Produce(r) => match produce::append(self, r).acknowledged().await {
                 Some(response) => reply(&response, vec![]),
                 None => return Ok(None),
             },
@@ -240,6 +279,23 @@ impl Broker {
             .map_err(|e| BrokerError::Group(e.to_string()));
         self.logs.close()?;
         groups
+    }
+}
+
+/// The outcome of [`Broker::handle_pipelined`].
+pub enum Handled<'a> {
+    /// The response as [`Broker::handle`] gives it.
+    Ready(Result<Option<ResponseFrame>, EncodeError>),
+    /// A produce whose batches are appended; it resolves to its response once they are durable.
+    Durable(Pin<Box<dyn Future<Output = Result<Option<ResponseFrame>, EncodeError>> + Send + 'a>>),
+}
+
+impl std::fmt::Debug for Handled<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Handled::Ready(r) => f.debug_tuple("Ready").field(r).finish(),
+            Handled::Durable(_) => f.write_str("Durable(..)"),
+        }
     }
 }
 

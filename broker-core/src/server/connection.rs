@@ -1,10 +1,18 @@
 //! One client connection: read size-prefixed frames, answer each request in order, and write the
 //! response — in-memory chunks with `write_all`, file ranges with `sendfile`.
 //!
+//! Requests are handled one after the other, in the order they arrive; but a produce that waits
+//! for its fsync (`acks=all` with fsync durability) does not hold up the requests behind it:
+//! up to [`MAX_IN_FLIGHT`] of them wait at once while the next requests are read and handled,
+//! and the responses are written in request order, as the protocol requires. A client that
+//! pipelines its produce requests (librdkafka and the Java client send up to five at once) gets
+//! its batches appended back to back instead of one per fsync.
+//!
 //! A frame whose size prefix is not positive or over the limit, an unknown API, or a body that does
 //! not decode closes the connection (ApiVersions of an unsupported version is answered with
 //! UNSUPPORTED_VERSION first, as Kafka does). The broker itself carries on.
 
+use std::collections::VecDeque;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
@@ -17,7 +25,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 use tokio::sync::broadcast;
 
-use crate::broker::Broker;
+use crate::broker::{Broker, Handled};
 use crate::log::{FileSlice, now_ms};
 use crate::protocol::{
     Chunk, DecodeError, ResponseFrame, decode_request, encode_response, frame_len,
@@ -72,6 +80,25 @@ pub(crate) async fn serve(
     crate::broker::metrics::connections(-1.0);
 }
 
+/// Produce requests of one connection whose fsync may be awaited at once (Kafka clients send up
+/// to five per connection by default).
+const MAX_IN_FLIGHT: usize = 8;
+
+/// A request answered or being answered, in the connection's queue of responses.
+struct InFlight<'a> {
+    response: Handled<'a>,
+    api: &'static str,
+    started: std::time::Instant,
+    bytes_in: usize,
+}
+
+/// What the connection loop does next.
+enum Step<'a> {
+    Frame(io::Result<Option<bytes::Bytes>>),
+    Answered(InFlight<'a>),
+    Shutdown,
+}
+
 async fn serve_frames(
     stream: &mut TcpStream,
     broker: &Broker,
@@ -83,15 +110,27 @@ async fn serve_frames(
         buf: BytesMut::with_capacity(64 * 1024),
         max: broker.config().max_request_bytes,
     };
+    // Responses go out in request order; only produce requests waiting for their fsync can be
+    // pending, and the next requests are read and handled meanwhile.
+    let mut in_flight: VecDeque<InFlight<'_>> = VecDeque::new();
     loop {
-        let frame = tokio::select! {
-            frame = reader.next(stream) => frame,
-            _ = shutdown.recv() => return,
+        let step = tokio::select! {
+            biased;
+            done = answered(&mut in_flight), if !in_flight.is_empty() => Step::Answered(done),
+            frame = reader.next(stream), if in_flight.len() < MAX_IN_FLIGHT => Step::Frame(frame),
+            _ = shutdown.recv() => Step::Shutdown,
         };
-        let frame = match frame {
-            Ok(Some(frame)) => frame,
-            Ok(None) => return,
-            Err(e) => {
+        let frame = match step {
+            Step::Shutdown => return,
+            Step::Answered(done) => {
+                if !send(stream, done, peer).await {
+                    return;
+                }
+                continue;
+            }
+            Step::Frame(Ok(Some(frame))) => frame,
+            Step::Frame(Ok(None)) => return,
+            Step::Frame(Err(e)) => {
                 crate::broker::metrics::bad_request("frame");
                 log_bad_input(peer, &e);
                 return;
@@ -103,13 +142,7 @@ async fn serve_frames(
         let response = match decode_request(frame) {
             Ok(request) => {
                 api = crate::protocol::versions::name(request.api_key);
-                match broker.handle(request, client_host).await {
-                    Ok(response) => response,
-                    Err(e) => {
-                        tracing::error!(?peer, error = %e, "could not encode a response; closing the connection");
-                        return;
-                    }
-                }
+                broker.handle_pipelined(request, client_host).await
             }
             Err(DecodeError::UnsupportedVersion {
                 api_key: ApiKey::ApiVersions,
@@ -118,7 +151,14 @@ async fn serve_frames(
             }) => {
                 let body =
                     crate::broker::api_versions_error(ResponseError::UnsupportedVersion.code());
-                encode_response(ApiKey::ApiVersions, 0, correlation_id, &body, vec![]).ok()
+                Handled::Ready(Ok(encode_response(
+                    ApiKey::ApiVersions,
+                    0,
+                    correlation_id,
+                    &body,
+                    vec![],
+                )
+                .ok()))
             }
             Err(e) => {
                 crate::broker::metrics::bad_request(match e {
@@ -130,15 +170,61 @@ async fn serve_frames(
                 return;
             }
         };
-        let bytes_out = response.as_ref().map_or(0, ResponseFrame::len);
-        crate::broker::metrics::request(api, started.elapsed(), bytes_in, bytes_out);
-        if let Some(response) = response
-            && let Err(e) = write_response(stream, &response).await
-        {
-            tracing::debug!(?peer, error = %e, "write failed; closing the connection");
-            return;
+        let request = InFlight {
+            response,
+            api,
+            started,
+            bytes_in,
+        };
+        if in_flight.is_empty() && matches!(request.response, Handled::Ready(_)) {
+            if !send(stream, request, peer).await {
+                return;
+            }
+        } else {
+            in_flight.push_back(request);
         }
     }
+}
+
+/// The oldest request of the queue once its response is ready (it stays queued until then, so
+/// cancelling this loses nothing).
+async fn answered<'a>(in_flight: &mut VecDeque<InFlight<'a>>) -> InFlight<'a> {
+    if let Some(front) = in_flight.front_mut()
+        && let Handled::Durable(wait) = &mut front.response
+    {
+        let frame = wait.await;
+        front.response = Handled::Ready(frame);
+    }
+    match in_flight.pop_front() {
+        Some(done) => done,
+        None => std::future::pending().await,
+    }
+}
+
+/// Writes one answered request's response (if it has one) and records its metrics. Returns
+/// whether the connection can go on.
+async fn send(
+    stream: &mut TcpStream,
+    done: InFlight<'_>,
+    peer: Option<std::net::SocketAddr>,
+) -> bool {
+    let response = match done.response {
+        Handled::Ready(Ok(response)) => response,
+        Handled::Ready(Err(e)) => {
+            tracing::error!(?peer, error = %e, "could not encode a response; closing the connection");
+            return false;
+        }
+        Handled::Durable(_) => unreachable!("only answered requests are sent"),
+    };
+    let bytes_out = response.as_ref().map_or(0, ResponseFrame::len);
+    crate::broker::metrics::request(done.api, done.started.elapsed(), done.bytes_in, bytes_out);
+    if let Some(response) = response
+        && let Err(e) = write_response(stream, &response).await
+    {
+        tracing::debug!(?peer, error = %e, "write failed; closing the connection");
+        return false;
+    }
+    true
 }
 
 /// Logs bad input from a peer at most once a second at warn level (the rest at debug), so a
