@@ -9,7 +9,7 @@
 //! in. Every record arrives at its event time plus a jitter below the joiner's out-of-orderness
 //! bound. The stream is a pure function of the settings (seed and start time included).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -184,6 +184,10 @@ impl Queued {
 
 /// Emptied queue buckets kept for reuse (about the buckets the arrival jitter spans).
 const MAX_SPARE_BUCKETS: usize = 4096;
+/// Capacity of a feature record's value buffer (the records are about 500 bytes).
+const FEATURE_CAPACITY: usize = 560;
+/// Value buffers handed back through [`Generator::recycle`] kept for reuse.
+const MAX_SPARE_VALUES: usize = 1 << 16;
 
 const ACTION_TYPES: [&str; 5] = ["click", "dwell", "like", "comment", "share"];
 const ACTION_WEIGHTS: [f64; 5] = [0.50, 0.25, 0.12, 0.07, 0.06];
@@ -205,9 +209,14 @@ pub struct Generator {
     queue: BTreeMap<i64, Vec<Queued>>,
     /// Emptied buckets, kept for their capacity.
     spare: Vec<Vec<Queued>>,
+    /// Feature-sized value buffers of records already consumed ([`Generator::recycle`]): at
+    /// hundreds of thousands of records a second, an allocation and a free per record cost
+    /// more than formatting it.
+    spare_values: Vec<Vec<u8>>,
     impressions: u64,
-    /// Each item's embedding (a JSON array), made on first use.
-    embeddings: HashMap<u64, Box<[u8]>>,
+    /// Each item's embedding (a JSON array), made on first use, indexed by item number (items
+    /// are numbered from 1 up to the Zipf distribution's size).
+    embeddings: Vec<Option<Box<[u8]>>>,
     /// Reused buffer for the impression id.
     key: Vec<u8>,
 }
@@ -224,8 +233,9 @@ impl Generator {
             dwell: LogNormal::new(8_000f64.ln(), 1.0)?,
             queue: BTreeMap::new(),
             spare: Vec::new(),
+            spare_values: Vec::new(),
             impressions: 0,
-            embeddings: HashMap::new(),
+            embeddings: Vec::new(),
             key: Vec::with_capacity(32),
             cfg,
         })
@@ -270,7 +280,10 @@ impl Generator {
         write_u64(n, &mut self.key);
         let user = self.users.sample(&mut self.rng) as u64;
         let item = self.items.sample(&mut self.rng) as u64;
-        let mut v = Vec::with_capacity(560);
+        let mut v = self
+            .spare_values
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(FEATURE_CAPACITY));
         v.extend_from_slice(b"{\"impression_id\":\"");
         v.extend_from_slice(&self.key);
         v.extend_from_slice(b"\",\"request_id\":\"req-");
@@ -289,11 +302,7 @@ impl Generator {
         v.extend_from_slice(b",\"position\":");
         write_u64(n % 20, &mut v);
         v.extend_from_slice(b",\"emb\":");
-        v.extend_from_slice(
-            self.embeddings
-                .entry(item)
-                .or_insert_with(|| item_embedding(seed, item)),
-        );
+        v.extend_from_slice(self.embedding(item));
         v.extend_from_slice(b",\"recent_items\":[");
         for (i, r) in [item + 1, item + 7, item / 2 + 3, item * 3 + 1]
             .into_iter()
@@ -356,6 +365,16 @@ impl Generator {
         }
     }
 
+    /// The embedding of `item`, formatted on first use.
+    fn embedding(&mut self, item: u64) -> &[u8] {
+        let index = usize::try_from(item).unwrap_or(usize::MAX);
+        if index >= self.embeddings.len() {
+            self.embeddings.resize(index.saturating_add(1), None);
+        }
+        let seed = self.cfg.seed;
+        self.embeddings[index].get_or_insert_with(|| item_embedding(seed, item))
+    }
+
     fn pick_type(&mut self) -> &'static str {
         let mut x: f64 = self.rng.random();
         for (t, w) in ACTION_TYPES.iter().zip(ACTION_WEIGHTS) {
@@ -365,6 +384,20 @@ impl Generator {
             x -= w;
         }
         ACTION_TYPES[0]
+    }
+
+    /// Takes back the records of `records` once they are no longer needed (e.g. sent), leaving
+    /// it empty, and reuses their feature-sized value buffers for later records. Optional: the
+    /// stream is the same with or without it.
+    pub fn recycle(&mut self, records: &mut Vec<GenRecord>) {
+        for r in records.drain(..) {
+            if self.spare_values.len() < MAX_SPARE_VALUES && r.value.capacity() >= FEATURE_CAPACITY
+            {
+                let mut value = r.value;
+                value.clear();
+                self.spare_values.push(value);
+            }
+        }
     }
 
     /// Appends every record still queued (actions due later than the impressions generated so
@@ -441,6 +474,26 @@ mod tests {
             push_hex(&mut out, x);
             assert_eq!(out, format!("{x:x}").as_bytes());
         }
+    }
+
+    #[test]
+    fn recycled_values_do_not_change_the_stream() {
+        let mut g = Generator::new(GenConfig {
+            seed: 3,
+            start_ts: 0,
+            ..GenConfig::default()
+        })
+        .unwrap();
+        let (mut out, mut step) = (Vec::new(), Vec::new());
+        for t in (0..60_000).step_by(997) {
+            g.next_until(t, &mut step);
+            out.extend(step.iter().cloned());
+            g.recycle(&mut step);
+            assert!(step.is_empty());
+        }
+        assert!(!g.spare_values.is_empty(), "feature buffers are kept");
+        g.drain(&mut out);
+        assert_eq!(out, run(3, 60_000));
     }
 
     #[test]

@@ -6,6 +6,11 @@
 //!
 //! - The broker has its defaults, as `recjoin up` runs it: fsync durability, so the producers'
 //!   `acks=all` wait for an fsync and consumers read only fsynced records.
+//! - The generator's producer compresses with lz4 (`--gen-compression`), as the recommenders'
+//!   producers it stands in for would; the joiner's output producer does too (its default).
+//!   Compression costs CPU on this shared machine but is not a loss here: with an uncompressed
+//!   generator the broker writes and fsyncs more bytes, the producers wait longer for their
+//!   `acks=all`, and the 250k step fell further behind than with lz4.
 //! - Event time is the wall clock: a record's `ts` is when it was generated, and it reaches the
 //!   broker up to [`JITTER`] later (uniformly), as from services that log within half a second.
 //! - Join windows are shortened so that samples close while a step runs: idle 2 s, hard (and
@@ -70,6 +75,10 @@ pub struct BenchE2eArgs {
     /// Partitions of the input topics.
     #[arg(long, default_value_t = 8)]
     pub partitions: i32,
+    /// The generator's producer compression (`recjoin gen --compression`); it stands in for the
+    /// recommenders' producers, which would run on other machines.
+    #[arg(long, default_value = crate::cli::generate::DEFAULT_COMPRESSION)]
+    pub gen_compression: String,
 }
 
 /// Input records per impression of the generator (features + actions + a few duplicates).
@@ -212,6 +221,7 @@ async fn run_step(
         speed: 1.0,
         features: settings.topics.features.clone(),
         actions: settings.topics.actions.clone(),
+        compression: args.gen_compression.clone(),
     };
     let started_ms = crate::now_ms();
     let started = Instant::now();

@@ -68,6 +68,7 @@ pub async fn run(args: BenchReplayArgs) -> anyhow::Result<String> {
         speed: 0.0,
         features: settings.topics.features.clone(),
         actions: settings.topics.actions.clone(),
+        compression: crate::cli::generate::DEFAULT_COMPRESSION.to_owned(),
     };
     let generate_started = Instant::now();
     let produced = tokio::task::spawn_blocking(move || {

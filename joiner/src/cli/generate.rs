@@ -51,7 +51,13 @@ pub struct GenArgs {
     /// Actions topic.
     #[arg(long, default_value = "actions")]
     pub actions: String,
+    /// Producer compression (`compression.type`: none, gzip, snappy, lz4, zstd).
+    #[arg(long, default_value = DEFAULT_COMPRESSION)]
+    pub compression: String,
 }
+
+/// The generator's default producer compression, as a recommender's producers would use.
+pub const DEFAULT_COMPRESSION: &str = "lz4";
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     crate::engine::config::parse_duration(s)
@@ -97,7 +103,7 @@ pub fn run(args: &GenArgs, stop: &AtomicBool, stats: &GenStats) -> anyhow::Resul
         .set("linger.ms", "10")
         // Only failures are reported: the generator has no use for the rest.
         .set("delivery.report.only.error", "true")
-        .set("compression.type", "lz4")
+        .set("compression.type", &args.compression)
         .set("queue.buffering.max.messages", "1000000")
         .create()?;
     let started = Instant::now();
@@ -113,7 +119,7 @@ pub fn run(args: &GenArgs, stop: &AtomicBool, stats: &GenStats) -> anyhow::Resul
         } else {
             start_ts + (started.elapsed().as_secs_f64() * 1000.0 * args.speed) as i64
         };
-        batch.clear();
+        generator.recycle(&mut batch);
         generator.next_until(event_time, &mut batch);
         for r in &batch {
             if produced >= limit {

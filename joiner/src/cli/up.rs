@@ -120,6 +120,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             speed: 1.0,
             features: settings.topics.features.clone(),
             actions: settings.topics.actions.clone(),
+            compression: crate::cli::generate::DEFAULT_COMPRESSION.to_owned(),
         };
         let (stop, stats) = (Arc::clone(&gen_stop), Arc::clone(&gen_stats));
         std::thread::spawn(move || crate::cli::generate::run(&gen_args, &stop, &stats))

@@ -8,6 +8,13 @@
 //! `rdkafka_performance -B` does. Messages are lent to a callback one at a time, as borrowed
 //! slices of librdkafka's buffers, and destroyed when the callback returns: nothing is allocated
 //! per message on this side.
+//!
+//! A consumer-group member cannot batch-read the consumer's own queue: rust-rdkafka forwards the
+//! main queue there and serves rebalances as events in `BaseConsumer::poll`, while the batch call
+//! would handle a rebalance itself (without a rebalance callback, as an unassign). A member
+//! [splits](split_partition) each partition off before it is assigned and
+//! [forwards](BatchQueue::forward_partition) it to a [queue of its own](BatchQueue::new), which
+//! carries records only, and keeps polling the consumer for the events.
 
 use std::ffi::CString;
 use std::marker::PhantomData;
@@ -36,6 +43,7 @@ use rdkafka::types::RDKafkaErrorCode;
 /// # }
 /// ```
 pub struct BatchQueue<'c> {
+    client: NonNull<rdsys::rd_kafka_t>,
     queue: NonNull<rdsys::rd_kafka_queue_t>,
     slots: Vec<*mut rdsys::rd_kafka_message_t>,
     _consumer: PhantomData<&'c ()>,
@@ -106,6 +114,14 @@ impl<'b> BatchMessage<'b> {
             .then_some(t)
     }
 
+    /// The topic it was read from (empty if its name is not UTF-8).
+    pub fn topic(&self) -> &'b str {
+        // SAFETY: the message holds a reference to its topic handle until it is destroyed, after
+        // the callback; the name is a NUL-terminated string owned by that handle.
+        let name = unsafe { std::ffi::CStr::from_ptr(rdsys::rd_kafka_topic_name(self.raw.rkt)) };
+        name.to_str().unwrap_or_default()
+    }
+
     /// The partition it was read from.
     pub fn partition(&self) -> i32 {
         self.raw.partition
@@ -117,6 +133,49 @@ impl<'b> BatchMessage<'b> {
     }
 }
 
+/// Detaches one partition's fetch queue from the consumer's queue: its records wait in the
+/// partition's own queue, in order, until [`BatchQueue::forward_partition`] moves them on. Call it
+/// before the partition is assigned (e.g. in `ConsumerContext::pre_rebalance`), every time it is:
+/// librdkafka forwards a newly assigned partition to the consumer's queue unless the application
+/// has set its forwarding, and it drops the forwarding when the partition is unassigned.
+pub fn split_partition<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    partition: i32,
+) -> anyhow::Result<()> {
+    let queue = partition_queue(client_ptr(consumer)?, topic, partition)?;
+    // SAFETY: `queue` is the live reference just taken; forwarding to null only stops the
+    // partition queue from forwarding, and destroying the handle releases that reference (the
+    // partition keeps its queue and the forwarding setting).
+    unsafe {
+        rdsys::rd_kafka_queue_forward(queue.as_ptr(), std::ptr::null_mut());
+        rdsys::rd_kafka_queue_destroy(queue.as_ptr());
+    }
+    Ok(())
+}
+
+fn client_ptr<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+) -> anyhow::Result<NonNull<rdsys::rd_kafka_t>> {
+    NonNull::new(consumer.client().native_ptr())
+        .ok_or_else(|| anyhow::anyhow!("the consumer has no client handle"))
+}
+
+/// A new reference to the fetch queue of `topic`/`partition` (created if librdkafka has none yet).
+fn partition_queue(
+    client: NonNull<rdsys::rd_kafka_t>,
+    topic: &str,
+    partition: i32,
+) -> anyhow::Result<NonNull<rdsys::rd_kafka_queue_t>> {
+    let name = CString::new(topic)?;
+    // SAFETY: `client` is a live client (the callers borrow its consumer) and `name` is a
+    // NUL-terminated string that outlives the call; it returns a new reference to the
+    // partition's fetch queue (null for a producer), which the caller releases.
+    let queue =
+        unsafe { rdsys::rd_kafka_queue_get_partition(client.as_ptr(), name.as_ptr(), partition) };
+    NonNull::new(queue).ok_or_else(|| anyhow::anyhow!("no queue for {topic}/{partition}"))
+}
+
 impl<'c> BatchQueue<'c> {
     /// The consumer's own queue (the consumer must have a `group.id`, which gives it one),
     /// taking up to `slots` messages per call.
@@ -124,12 +183,41 @@ impl<'c> BatchQueue<'c> {
         consumer: &'c BaseConsumer<C>,
         slots: usize,
     ) -> anyhow::Result<Self> {
+        let client = client_ptr(consumer)?;
         // SAFETY: the client pointer is valid while `consumer` is borrowed; the call returns a new
         // reference to the consumer queue (or null without a group), released in `Drop`.
-        let queue = unsafe { rdsys::rd_kafka_queue_get_consumer(consumer.client().native_ptr()) };
+        let queue = unsafe { rdsys::rd_kafka_queue_get_consumer(client.as_ptr()) };
         let queue = NonNull::new(queue)
             .ok_or_else(|| anyhow::anyhow!("the consumer has no queue (no group.id?)"))?;
-        Ok(Self::with_queue(queue, slots))
+        Ok(Self::with_queue(client, queue, slots))
+    }
+
+    /// A new, empty queue of the consumer's, which partitions are then forwarded to
+    /// ([`BatchQueue::forward_partition`]).
+    pub fn new<C: ConsumerContext>(
+        consumer: &'c BaseConsumer<C>,
+        slots: usize,
+    ) -> anyhow::Result<Self> {
+        let client = client_ptr(consumer)?;
+        // SAFETY: the client pointer is valid while `consumer` is borrowed; the call returns a new
+        // queue owned by this handle, destroyed in `Drop`.
+        let queue = unsafe { rdsys::rd_kafka_queue_new(client.as_ptr()) };
+        let queue = NonNull::new(queue).ok_or_else(|| anyhow::anyhow!("cannot create a queue"))?;
+        Ok(Self::with_queue(client, queue, slots))
+    }
+
+    /// Forwards the records of `topic`/`partition` to this queue: those waiting in the
+    /// partition's queue now (after them, in order) and every one fetched later, until the
+    /// partition is unassigned. See [`split_partition`].
+    pub fn forward_partition(&self, topic: &str, partition: i32) -> anyhow::Result<()> {
+        let source = partition_queue(self.client, topic, partition)?;
+        // SAFETY: both queues are live references of the same client; the forwarding keeps a
+        // reference to this queue of its own, and the partition's handle is released at once.
+        unsafe {
+            rdsys::rd_kafka_queue_forward(source.as_ptr(), self.queue.as_ptr());
+            rdsys::rd_kafka_queue_destroy(source.as_ptr());
+        }
+        Ok(())
     }
 
     /// The queue of one partition, split off from the consumer's queue: its messages arrive
@@ -141,27 +229,22 @@ impl<'c> BatchQueue<'c> {
         partition: i32,
         slots: usize,
     ) -> anyhow::Result<Self> {
-        let name = CString::new(topic)?;
-        // SAFETY: the client pointer is valid while `consumer` is borrowed and `name` is a
-        // NUL-terminated string that outlives the call; it returns a new reference to the
-        // partition's fetch queue (null for a producer), released in `Drop`.
-        let queue = unsafe {
-            rdsys::rd_kafka_queue_get_partition(
-                consumer.client().native_ptr(),
-                name.as_ptr(),
-                partition,
-            )
-        };
-        let queue = NonNull::new(queue)
-            .ok_or_else(|| anyhow::anyhow!("no queue for {topic}/{partition}"))?;
+        let client = client_ptr(consumer)?;
+        // The reference is released in `Drop`.
+        let queue = partition_queue(client, topic, partition)?;
         // SAFETY: `queue` is the live reference just taken; forwarding to null stops the
         // partition queue from forwarding into the consumer's queue.
         unsafe { rdsys::rd_kafka_queue_forward(queue.as_ptr(), std::ptr::null_mut()) };
-        Ok(Self::with_queue(queue, slots))
+        Ok(Self::with_queue(client, queue, slots))
     }
 
-    fn with_queue(queue: NonNull<rdsys::rd_kafka_queue_t>, slots: usize) -> Self {
+    fn with_queue(
+        client: NonNull<rdsys::rd_kafka_t>,
+        queue: NonNull<rdsys::rd_kafka_queue_t>,
+        slots: usize,
+    ) -> Self {
         Self {
+            client,
             queue,
             slots: vec![std::ptr::null_mut(); slots.max(1)],
             _consumer: PhantomData,
@@ -332,6 +415,99 @@ mod tests {
         assert!(seen.windows(2).all(|w| w[1].1 == w[0].1 + 1));
         assert_eq!(main.read(Duration::ZERO, 10, |_| {}).expect("read"), 0);
         drop((one, main));
+        drop(consumer);
+        rt.block_on(broker.shutdown()).expect("shutdown");
+    }
+
+    #[test]
+    fn split_partitions_forwarded_to_a_queue_of_their_own() {
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = BrokerConfig::new("127.0.0.1:0".parse().expect("addr"), dir.path());
+        config.log.durability = Durability::Os;
+        let broker = rt.block_on(BrokerServer::start(config)).expect("broker");
+        for topic in ["a", "b"] {
+            broker
+                .broker()
+                .logs()
+                .create_topic(topic, 2, Default::default())
+                .expect("topic");
+        }
+        let bootstrap = broker.local_addr().to_string();
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .create()
+            .expect("producer");
+        for i in 0..400i32 {
+            let topic = if i % 2 == 0 { "a" } else { "b" };
+            let value = format!("{topic} {i}");
+            producer
+                .send(
+                    BaseRecord::<(), _>::to(topic)
+                        .partition(i % 4 / 2)
+                        .payload(&value),
+                )
+                .expect("send");
+        }
+        producer.flush(Duration::from_secs(10)).expect("flush");
+
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("group.id", "split-test")
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("consumer");
+        let mut assignment = TopicPartitionList::new();
+        for topic in ["a", "b"] {
+            for p in 0..2 {
+                split_partition(&consumer, topic, p).expect("split");
+                assignment
+                    .add_partition_offset(topic, p, Offset::Beginning)
+                    .expect("assignment");
+            }
+        }
+        consumer.assign(&assignment).expect("assign");
+        // Records fetched before the forwarding wait in their partition's queue and come first.
+        std::thread::sleep(Duration::from_millis(500));
+        let mut queue = BatchQueue::new(&consumer, 64).expect("queue");
+        for topic in ["a", "b"] {
+            for p in 0..2 {
+                queue.forward_partition(topic, p).expect("forward");
+            }
+        }
+        let mut seen: Vec<(String, i32, i64, String)> = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while seen.len() < 400 && std::time::Instant::now() < deadline {
+            queue
+                .read(Duration::from_millis(100), 64, |m| {
+                    seen.push((
+                        m.topic().to_owned(),
+                        m.partition(),
+                        m.offset(),
+                        String::from_utf8_lossy(m.payload()).into_owned(),
+                    ));
+                })
+                .expect("read");
+        }
+        assert_eq!(seen.len(), 400);
+        for topic in ["a", "b"] {
+            for p in 0..2 {
+                let offsets: Vec<i64> = seen
+                    .iter()
+                    .filter(|s| s.0 == topic && s.1 == p)
+                    .map(|s| s.2)
+                    .collect();
+                assert_eq!(
+                    offsets,
+                    (0..100).collect::<Vec<i64>>(),
+                    "{topic}/{p} in order"
+                );
+            }
+        }
+        assert!(seen.iter().all(|s| s.3.starts_with(&s.0)));
+        // Nothing reached the consumer's own queue.
+        assert!(consumer.poll(Duration::from_millis(200)).is_none());
+        drop(queue);
         drop(consumer);
         rt.block_on(broker.shutdown()).expect("shutdown");
     }

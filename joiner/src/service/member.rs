@@ -1,10 +1,10 @@
 //! One joiner member of the consumer group (DESIGN.md sections 3 and 4).
 //!
-//! A single thread owns the engine. It polls the feature and action topics (co-partitioned, `range`
-//! assignor, so a member gets the same partition numbers of both), pushes records into the engine,
-//! advances the watermark, produces what closed, and every `commit_interval` takes the engine's
-//! low-water offsets — never the read position — together with a mark of the output sent so
-//! far; it commits those offsets once everything sent before the mark is acknowledged. The loop
+//! A single thread owns the engine. It reads the feature and action topics (co-partitioned, `range`
+//! assignor, so a member gets the same partition numbers of both) in batches, pushes records into
+//! the engine, advances the watermark, produces what closed, and every `commit_interval` takes
+//! the engine's low-water offsets — never the read position — together with a mark of the output
+//! sent so far; it commits those offsets once everything sent before the mark is acknowledged. The loop
 //! never stops to wait for the output: acknowledgements (an fsync on the broker) arrive while it
 //! goes on reading, and the commit follows them.
 //!
@@ -13,6 +13,16 @@
 //! it starts a fresh engine, reads the last sample of each of its output partitions, and the
 //! consumer resumes from the committed low-water offsets, rebuilding the state by re-reading.
 //! Samples at or before an output partition's last sample are suppressed: they were written before.
+//!
+//! Records are read in batches from a queue of the member's own ([`BatchQueue`]): before each
+//! assignment the rebalance callback splits the assigned partitions off the consumer's queue, and
+//! the loop forwards them to its queue right after the callback. The consumer's queue then carries
+//! only events (rebalances, commit results, errors, statistics), which `BaseConsumer::poll` serves
+//! at the start of every step; the batch read never runs a rebalance itself. Records read in a
+//! step belong to the assignment in force during that step (a revocation waits for the next poll,
+//! after they were pushed) and librdkafka discards those fetched for an assignment that has
+//! since ended.
+//!
 //! Known limit without transactions: a member paused past its session timeout (a zombie) may still
 //! write until it notices it was fenced.
 
@@ -34,6 +44,7 @@ use super::tail::{SampleOrder, last_sample};
 use super::watermark::Watermarks;
 use crate::config::Settings;
 use crate::engine::{CloseReason, Engine, InputRecord, Output, Source, TopicKind};
+use crate::kafka::batch::{BatchMessage, BatchQueue, split_partition};
 use crate::kafka::payloads::copy_value;
 
 /// Records pulled from the consumer per engine step.
@@ -93,6 +104,9 @@ struct State {
     last_lag_check: Option<Instant>,
     /// Offsets waiting for their output's acknowledgement.
     pending_commit: Option<PendingCommit>,
+    /// Input partitions split off the consumer's queue for an assignment, to forward to the
+    /// member's batch queue.
+    to_forward: Vec<(TopicKind, u32)>,
     stats: Arc<MemberStats>,
     metrics: MemberMetrics,
 }
@@ -213,6 +227,7 @@ impl State {
         self.next_offset.clear();
         self.last_lag_check = None;
         self.pending_commit = None;
+        self.to_forward.clear();
         Ok(())
     }
 
@@ -326,6 +341,34 @@ impl ClientContext for MemberContext {
 impl ConsumerContext for MemberContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         self.epoch.fetch_add(1, Ordering::SeqCst);
+        if let Rebalance::Assign(tpl) = rebalance {
+            // Split the partitions off before they are assigned: their records must reach the
+            // member's batch queue only, never the consumer's (see the module doc).
+            let mut state = self.state.lock();
+            for e in tpl.elements() {
+                let kind = if e.topic() == state.settings.topics.features {
+                    TopicKind::Feature
+                } else if e.topic() == state.settings.topics.actions {
+                    TopicKind::Action
+                } else {
+                    continue;
+                };
+                let Ok(p) = u32::try_from(e.partition()) else {
+                    continue;
+                };
+                if let Err(err) = split_partition(consumer, e.topic(), e.partition()) {
+                    tracing::error!(
+                        topic = e.topic(),
+                        partition = p,
+                        error = %err,
+                        "cannot split the partition's queue"
+                    );
+                    self.failed.store(true, Ordering::SeqCst);
+                    return;
+                }
+                state.to_forward.push((kind, p));
+            }
+        }
         if let Rebalance::Revoke(_) = rebalance {
             let mut state = self.state.lock();
             // Stop writing before the rebalance completes: flush (every sample written so far
@@ -387,6 +430,38 @@ impl ConsumerContext for MemberContext {
     }
 }
 
+/// The engine's input record for a record read from `topic` (`None` for another topic or an
+/// impossible partition or offset), its value copied into `payloads` ([`copy_value`]).
+fn input_record(
+    settings: &Settings,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    timestamp: Option<i64>,
+    value: &[u8],
+    payloads: &mut BytesMut,
+) -> Option<InputRecord> {
+    let kind = if topic == settings.topics.features {
+        TopicKind::Feature
+    } else if topic == settings.topics.actions {
+        TopicKind::Action
+    } else {
+        return None;
+    };
+    let (Ok(partition), Ok(offset)) = (u32::try_from(partition), u64::try_from(offset)) else {
+        return None;
+    };
+    Some(InputRecord {
+        source: Source {
+            kind,
+            partition,
+            offset,
+        },
+        timestamp,
+        value: copy_value(payloads, value, PAYLOAD_CHUNK),
+    })
+}
+
 /// Runs one member until `stop` is set, then emits what has closed, commits and leaves the group.
 pub fn run(
     settings: Settings,
@@ -413,6 +488,7 @@ pub fn run(
         next_offset: HashMap::new(),
         last_lag_check: None,
         pending_commit: None,
+        to_forward: Vec::new(),
         stats: Arc::clone(&stats),
         metrics: MemberMetrics::new(&settings.topics),
         settings: settings.clone(),
@@ -441,10 +517,7 @@ pub fn run(
         .create_with_context(context)?;
     consumer.subscribe(&[&settings.topics.features, &settings.topics.actions])?;
 
-    let (features_topic, actions_topic) = (
-        settings.topics.features.clone(),
-        settings.topics.actions.clone(),
-    );
+    let mut records = BatchQueue::new(&consumer, BATCH)?;
     let mut batch: Vec<InputRecord> = Vec::with_capacity(BATCH);
     // Payloads of a batch are copied into one buffer and handed out as slices of it (the engine
     // copies what it keeps), instead of an allocation per record.
@@ -455,17 +528,14 @@ pub fn run(
             !consumer.context().failed.load(Ordering::SeqCst),
             "rebalance handling failed"
         );
-        let mut epoch = consumer.context().epoch.load(Ordering::SeqCst);
         batch.clear();
-        let mut waited = false;
-        while batch.len() < BATCH {
-            let timeout = if waited { Duration::ZERO } else { POLL_TIMEOUT };
-            waited = true;
-            let polled = consumer.poll(timeout);
-            // Rebalance callbacks run inside `poll`: what was read before them belongs to the
-            // old assignment (whose state was dropped) and is discarded; what `poll` returns
-            // after them belongs to the new one and must be kept — the consumer's position is
-            // already past it, so dropping it would lose those records for this member.
+        // Events first: a rebalance runs its callbacks inside `poll` (which returns after one).
+        // Records never reach the consumer's queue (their partitions are split off before they
+        // are assigned); should one arrive, it is taken, unless a rebalance ran after it: the
+        // state it belonged to was dropped.
+        let mut epoch = consumer.context().epoch.load(Ordering::SeqCst);
+        loop {
+            let polled = consumer.poll(Duration::ZERO);
             let now_epoch = consumer.context().epoch.load(Ordering::SeqCst);
             if now_epoch != epoch {
                 batch.clear();
@@ -475,36 +545,58 @@ pub fn run(
                 None => break,
                 Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
                 Some(Ok(m)) => {
-                    let topic = m.topic();
-                    let kind = if topic == features_topic {
-                        TopicKind::Feature
-                    } else if topic == actions_topic {
-                        TopicKind::Action
-                    } else {
-                        continue;
-                    };
-                    let (Ok(partition), Ok(offset)) =
-                        (u32::try_from(m.partition()), u64::try_from(m.offset()))
-                    else {
-                        continue;
-                    };
-                    let value = copy_value(
-                        &mut payloads,
+                    if let Some(record) = input_record(
+                        &settings,
+                        m.topic(),
+                        m.partition(),
+                        m.offset(),
+                        m.timestamp().to_millis(),
                         m.payload().unwrap_or_default(),
-                        PAYLOAD_CHUNK,
-                    );
-                    batch.push(InputRecord {
-                        source: Source {
-                            kind,
-                            partition,
-                            offset,
-                        },
-                        timestamp: m.timestamp().to_millis(),
-                        value,
-                    });
+                        &mut payloads,
+                    ) {
+                        batch.push(record);
+                    }
                 }
             }
         }
+        anyhow::ensure!(
+            !consumer.context().failed.load(Ordering::SeqCst),
+            "rebalance handling failed"
+        );
+        let to_forward = std::mem::take(&mut state.lock().to_forward);
+        for (kind, p) in to_forward {
+            let topic = match kind {
+                TopicKind::Feature => &settings.topics.features,
+                TopicKind::Action => &settings.topics.actions,
+            };
+            records.forward_partition(topic, i32::try_from(p)?)?;
+        }
+        // Wait (up to the poll timeout) for the first record, then take what is queued.
+        let timeout = if batch.is_empty() {
+            POLL_TIMEOUT
+        } else {
+            Duration::ZERO
+        };
+        let mut push = |m: BatchMessage<'_>| {
+            if let Some(record) = input_record(
+                &settings,
+                m.topic(),
+                m.partition(),
+                m.offset(),
+                m.timestamp(),
+                m.payload(),
+                &mut payloads,
+            ) {
+                batch.push(record);
+            }
+        };
+        let mut read = |timeout: Duration, max: usize| {
+            if let Err(e) = records.read(timeout, max, &mut push) {
+                tracing::warn!(error = %e, "consumer error");
+            }
+        };
+        read(timeout, 1);
+        read(Duration::ZERO, BATCH - 1);
         let mut guard = state.lock();
         let s = &mut *guard;
         let now = Instant::now();
