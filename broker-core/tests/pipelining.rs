@@ -80,8 +80,18 @@ async fn pipelined_requests_are_answered_in_order(durability: Durability) {
     for id in 0..42 {
         let f = match id {
             13 => frame(ApiKey::ApiVersions, 0, id, &ApiVersionsRequest::default()),
-            29 => frame(ApiKey::Produce, PRODUCE_VERSION, id, &produce("t", 1, id as u64)),
-            _ => frame(ApiKey::Produce, PRODUCE_VERSION, id, &produce("t", -1, id as u64)),
+            29 => frame(
+                ApiKey::Produce,
+                PRODUCE_VERSION,
+                id,
+                &produce("t", 1, id as u64),
+            ),
+            _ => frame(
+                ApiKey::Produce,
+                PRODUCE_VERSION,
+                id,
+                &produce("t", -1, id as u64),
+            ),
         };
         frames.extend_from_slice(&f);
         expected.push(id);
@@ -99,7 +109,10 @@ async fn pipelined_requests_are_answered_in_order(durability: Durability) {
         let response = ProduceResponse::decode(&mut body, PRODUCE_VERSION).unwrap();
         let p = &response.responses[0].partition_responses[0];
         assert_eq!(p.error_code, 0, "request {id}");
-        assert_eq!(p.base_offset, next_offset, "request {id} appended out of order");
+        assert_eq!(
+            p.base_offset, next_offset,
+            "request {id} appended out of order"
+        );
         next_offset += RECORDS_PER_BATCH as i64;
     }
     let log = server.broker().logs().partition("t", 0).unwrap();

@@ -161,7 +161,11 @@ impl Broker {
     /// are appended, as [`Handled::Durable`], to be awaited (in request order) for its response.
     /// Every other request is answered before this returns, as [`Handled::Ready`]. So requests
     /// take effect in the order they arrive, and only the fsync waits overlap.
-    pub async fn handle_pipelined<'a>(&'a self, request: Request, client_host: &str) -> Handled<'a> {
+    pub async fn handle_pipelined<'a>(
+        &'a self,
+        request: Request,
+        client_host: &str,
+    ) -> Handled<'a> {
         let Request {
             api_key,
             version,

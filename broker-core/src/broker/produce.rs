@@ -22,10 +22,11 @@ use crate::log::{Durability, PartitionLog, now_ms};
 pub(crate) struct Appended {
     acks: i16,
     responses: Vec<TopicProduceResponse>,
-    /// The fsync of every partition written, running; it yields the partitions that failed.
-    durable: Option<JoinHandle<Vec<(usize, usize, i16)>>>,
-    /// Positions of the partitions in `durable`, to fail them all if the fsync task is lost.
-    waiting: Vec<(usize, usize)>,
+    /// The fsync of each partition written, running: its position in `responses` and its error
+    /// code if it failed. One blocking task per partition, so that the partitions' fsyncs run at
+    /// once and the file system commits them together (one after the other they cost the sum of
+    /// their latencies); tokio's bounded blocking pool queues what is beyond its threads.
+    durable: Vec<(usize, usize, JoinHandle<Option<i16>>)>,
 }
 
 /// Whether a request with these `acks` is answered only after an fsync on this broker.
@@ -87,41 +88,35 @@ pub(crate) fn append(broker: &Broker, req: ProduceRequest) -> Appended {
                 .with_partition_responses(partitions),
         );
     }
-    let waiting = pending.iter().map(|(t, p, _, _)| (*t, *p)).collect();
-    let durable = (!pending.is_empty()).then(|| {
-        tokio::task::spawn_blocking(move || {
-            pending
-                .into_iter()
-                .filter_map(|(t, p, log, end)| {
-                    log.sync_to(end).err().map(|e| (t, p, log_error_code(&e)))
-                })
-                .collect()
+    let durable = pending
+        .into_iter()
+        .map(|(t, p, log, end)| {
+            let sync = tokio::task::spawn_blocking(move || {
+                log.sync_to(end).err().map(|e| log_error_code(&e))
+            });
+            (t, p, sync)
         })
-    });
+        .collect();
     Appended {
         acks,
         responses,
         durable,
-        waiting,
     }
 }
 
 impl Appended {
     /// The response once every partition is durable (`None` for `acks=0`: nothing is sent).
     pub(crate) async fn acknowledged(mut self) -> Option<ProduceResponse> {
-        let failed = match self.durable.take() {
-            None => Vec::new(),
-            Some(task) => task.await.unwrap_or_else(|e| {
-                // Durability is unknown: acknowledge nothing.
+        for (t, p, sync) in std::mem::take(&mut self.durable) {
+            let failed = sync.await.unwrap_or_else(|e| {
+                // Durability is unknown: acknowledge nothing of this partition.
                 tracing::error!(error = %e, "fsync task failed");
-                let code = ResponseError::KafkaStorageError.code();
-                self.waiting.iter().map(|&(t, p)| (t, p, code)).collect()
-            }),
-        };
-        for (t, p, code) in failed {
-            self.responses[t].partition_responses[p].error_code = code;
+                Some(ResponseError::KafkaStorageError.code())
+            });
+            if let Some(code) = failed {
+                self.responses[t].partition_responses[p].error_code = code;
+            }
         }
         (self.acks != 0).then(|| ProduceResponse::default().with_responses(self.responses))
     }
 }
-
