@@ -166,35 +166,29 @@ impl Broker {
         request: Request,
         client_host: &str,
     ) -> Handled<'a> {
+        if !matches!(&request.body, RequestBody::Produce(r) if produce::waits_for_fsync(self, r.acks))
+        {
+            return Handled::Ready(self.handle(request, client_host).await);
+        }
         let Request {
             api_key,
             version,
             correlation_id,
-            client_id,
-            body,
-        } = request;
-        let body = match body {
-            RequestBody::Produce(r) if produce::waits_for_fsync(self, r.acks) => {
-                let appended = produce::append(self, r);
-                return Handled::Durable(Box::pin(async move {
-                    match appended.acknowledged().await {
-                        Some(response) => response
-                            .encode_frame(api_key, version, correlation_id, vec![])
-                            .map(Some),
-                        None => Ok(None),
-                    }
-                }));
+            body: RequestBody::Produce(r),
+            ..
+        } = request
+        else {
+            unreachable!("a produce request, checked just above")
+        };
+        let appended = produce::append(self, r);
+        Handled::Durable(Box::pin(async move {
+            match appended.acknowledged().await {
+                Some(response) => response
+                    .encode_frame(api_key, version, correlation_id, vec![])
+                    .map(Some),
+                None => Ok(None),
             }
-            body => body,
-        };
-        let request = Request {
-            api_key,
-            version,
-            correlation_id,
-            client_id,
-            body,
-        };
-        Handled::Ready(self.handle(request, client_host).await)
+        }))
     }
 
     /// Answers one request from `client_host` (shown by DescribeGroups, Kafka-style `/ip`).
