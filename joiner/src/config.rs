@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::engine::TopicKind;
 use crate::engine::config::{JoinConfig, LabelDef, de_duration};
 
 /// Every setting of `recjoin join` / `up` / `replay`.
@@ -82,6 +83,27 @@ pub struct TopicNames {
     pub dlq: String,
     /// Late records and actions after close; empty to only count them.
     pub late: String,
+}
+
+impl TopicNames {
+    /// Which input a topic is: the features or the actions topic (`None` for any other).
+    pub fn input_kind(&self, topic: &str) -> Option<TopicKind> {
+        if topic == self.features {
+            Some(TopicKind::Feature)
+        } else if topic == self.actions {
+            Some(TopicKind::Action)
+        } else {
+            None
+        }
+    }
+
+    /// The input topic of a kind.
+    pub fn input_topic(&self, kind: TopicKind) -> &str {
+        match kind {
+            TopicKind::Feature => &self.features,
+            TopicKind::Action => &self.actions,
+        }
+    }
 }
 
 impl Default for TopicNames {

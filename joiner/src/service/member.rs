@@ -244,13 +244,6 @@ impl State {
         );
     }
 
-    fn topic_of(&self, kind: TopicKind) -> &str {
-        match kind {
-            TopicKind::Feature => &self.settings.topics.features,
-            TopicKind::Action => &self.settings.topics.actions,
-        }
-    }
-
     /// Tells the watermark which silent partitions are caught up (read position at the high
     /// watermark), so that only those are left out of it. Silence alone does not mean caught
     /// up: after an assignment or during a stall a partition with a backlog is silent too, and
@@ -274,7 +267,10 @@ impl State {
         let mut unread = TopicPartitionList::new();
         for &(kind, p) in &silent {
             if !self.next_offset.contains_key(&(kind, p)) {
-                let _ = unread.add_partition(self.topic_of(kind), i32::try_from(p).unwrap_or(0));
+                let _ = unread.add_partition(
+                    self.settings.topics.input_topic(kind),
+                    i32::try_from(p).unwrap_or(0),
+                );
             }
         }
         let committed = if unread.count() > 0 {
@@ -289,7 +285,7 @@ impl State {
             None
         };
         for (kind, p) in silent {
-            let topic = self.topic_of(kind).to_owned();
+            let topic = self.settings.topics.input_topic(kind).to_owned();
             let partition = i32::try_from(p).unwrap_or(i32::MAX);
             let (low, high) = match consumer.fetch_watermarks(&topic, partition, LAG_TIMEOUT) {
                 Ok(w) => w,
@@ -346,11 +342,7 @@ impl ConsumerContext for MemberContext {
             // member's batch queue only, never the consumer's (see the module doc).
             let mut state = self.state.lock();
             for e in tpl.elements() {
-                let kind = if e.topic() == state.settings.topics.features {
-                    TopicKind::Feature
-                } else if e.topic() == state.settings.topics.actions {
-                    TopicKind::Action
-                } else {
+                let Some(kind) = state.settings.topics.input_kind(e.topic()) else {
                     continue;
                 };
                 let Ok(p) = u32::try_from(e.partition()) else {
@@ -441,13 +433,7 @@ fn input_record(
     value: &[u8],
     payloads: &mut BytesMut,
 ) -> Option<InputRecord> {
-    let kind = if topic == settings.topics.features {
-        TopicKind::Feature
-    } else if topic == settings.topics.actions {
-        TopicKind::Action
-    } else {
-        return None;
-    };
+    let kind = settings.topics.input_kind(topic)?;
     let (Ok(partition), Ok(offset)) = (u32::try_from(partition), u64::try_from(offset)) else {
         return None;
     };
@@ -565,11 +551,7 @@ pub fn run(
         );
         let to_forward = std::mem::take(&mut state.lock().to_forward);
         for (kind, p) in to_forward {
-            let topic = match kind {
-                TopicKind::Feature => &settings.topics.features,
-                TopicKind::Action => &settings.topics.actions,
-            };
-            records.forward_partition(topic, i32::try_from(p)?)?;
+            records.forward_partition(settings.topics.input_topic(kind), i32::try_from(p)?)?;
         }
         // Wait (up to the poll timeout) for the first record, then take what is queued.
         let timeout = if batch.is_empty() {

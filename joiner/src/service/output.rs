@@ -27,7 +27,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Message};
 
 use crate::config::TopicNames;
-use crate::engine::{DeadLetter, LateRecord, Sample, TopicKind};
+use crate::engine::{DeadLetter, LateRecord, Sample};
 
 /// Bits of a delivery opaque that hold the record's number within its output partition; the
 /// bits above hold the partition's slot.
@@ -227,7 +227,7 @@ impl Outputs {
 
     /// Produces a dead letter (original bytes, source and reason).
     pub fn dead_letter(&self, d: &DeadLetter) -> Result<(), OutputError> {
-        let json = d.to_json(self.source_topic(d.source.kind));
+        let json = d.to_json(self.topics.input_topic(d.source.kind));
         self.send(&self.topics.dlq, 1, d.source.partition, None, &json)
     }
 
@@ -237,13 +237,6 @@ impl Outputs {
             return Ok(());
         }
         self.send(&self.topics.late, 2, l.source.partition, None, &l.bytes)
-    }
-
-    fn source_topic(&self, kind: TopicKind) -> &str {
-        match kind {
-            TopicKind::Feature => &self.topics.features,
-            TopicKind::Action => &self.topics.actions,
-        }
     }
 
     /// What has been handed to the producer so far.
