@@ -1,6 +1,7 @@
 //! A client that sends many requests on one connection without waiting (as librdkafka does with
 //! up to five produce requests in flight) gets every response, in request order, with produce
-//! requests appended in the order they were sent — also while earlier ones wait for their fsync.
+//! requests appended in the order they were sent — also while earlier ones wait for their fsync,
+//! and also when it half-closes the connection after the last request.
 
 mod common;
 
@@ -98,6 +99,8 @@ async fn pipelined_requests_are_answered_in_order(durability: Durability) {
     }
     let mut stream = TcpStream::connect(server.local_addr()).await.unwrap();
     stream.write_all(&frames).await.unwrap();
+    // Half-close, as a client that has nothing more to send may: the responses still come.
+    stream.shutdown().await.unwrap();
 
     let mut next_offset = 0;
     for &id in &expected {

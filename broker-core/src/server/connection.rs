@@ -129,7 +129,17 @@ async fn serve_frames(
                 continue;
             }
             Step::Frame(Ok(Some(frame))) => frame,
-            Step::Frame(Ok(None)) => return,
+            Step::Frame(Ok(None)) => {
+                // The peer is done sending (perhaps only half-closed): it still gets the
+                // responses of what it sent.
+                while !in_flight.is_empty() {
+                    let done = answered(&mut in_flight).await;
+                    if !send(stream, done, peer).await {
+                        return;
+                    }
+                }
+                return;
+            }
             Step::Frame(Err(e)) => {
                 crate::broker::metrics::bad_request("frame");
                 log_bad_input(peer, &e);
