@@ -143,13 +143,31 @@ pub fn split_partition<C: ConsumerContext>(
     topic: &str,
     partition: i32,
 ) -> anyhow::Result<()> {
-    let queue = partition_queue(client_ptr(consumer)?, topic, partition)?;
-    // SAFETY: `queue` is the live reference just taken; forwarding to null only stops the
-    // partition queue from forwarding, and destroying the handle releases that reference (the
-    // partition keeps its queue and the forwarding setting).
+    // Forwarding to null only stops the partition queue from forwarding (the partition keeps its
+    // queue and this setting).
+    forward_partition_to(
+        client_ptr(consumer)?,
+        topic,
+        partition,
+        std::ptr::null_mut(),
+    )
+}
+
+/// Sets where the fetch queue of `topic`/`partition` forwards its records: to `to`, or nowhere
+/// (null) so that they wait in the partition's queue.
+fn forward_partition_to(
+    client: NonNull<rdsys::rd_kafka_t>,
+    topic: &str,
+    partition: i32,
+    to: *mut rdsys::rd_kafka_queue_t,
+) -> anyhow::Result<()> {
+    let source = partition_queue(client, topic, partition)?;
+    // SAFETY: `source` is the live reference just taken and `to` is null or a live queue of the
+    // same client (the forwarding keeps a reference of its own to it); destroying `source`
+    // releases only the reference taken here.
     unsafe {
-        rdsys::rd_kafka_queue_forward(queue.as_ptr(), std::ptr::null_mut());
-        rdsys::rd_kafka_queue_destroy(queue.as_ptr());
+        rdsys::rd_kafka_queue_forward(source.as_ptr(), to);
+        rdsys::rd_kafka_queue_destroy(source.as_ptr());
     }
     Ok(())
 }
@@ -210,14 +228,7 @@ impl<'c> BatchQueue<'c> {
     /// partition's queue now (after them, in order) and every one fetched later, until the
     /// partition is unassigned. See [`split_partition`].
     pub fn forward_partition(&self, topic: &str, partition: i32) -> anyhow::Result<()> {
-        let source = partition_queue(self.client, topic, partition)?;
-        // SAFETY: both queues are live references of the same client; the forwarding keeps a
-        // reference to this queue of its own, and the partition's handle is released at once.
-        unsafe {
-            rdsys::rd_kafka_queue_forward(source.as_ptr(), self.queue.as_ptr());
-            rdsys::rd_kafka_queue_destroy(source.as_ptr());
-        }
-        Ok(())
+        forward_partition_to(self.client, topic, partition, self.queue.as_ptr())
     }
 
     /// The queue of one partition, split off from the consumer's queue: its messages arrive
