@@ -168,18 +168,30 @@ pub struct GenRecord {
 struct Queued {
     topic: GenTopic,
     key: ImpressionId,
-    value: Vec<u8>,
+    value: Value,
 }
 
-impl Queued {
-    fn into_record(self, arrival: i64) -> GenRecord {
-        GenRecord {
-            topic: self.topic,
-            key: self.key,
-            value: self.value,
-            arrival,
-        }
-    }
+/// A queued record's value. Features — nearly every record, ~500 bytes each — are written out
+/// only when they are due: formatting them into a buffer that was just recycled writes to
+/// memory still in the cache, where formatting at generation and holding them for the arrival
+/// jitter wrote every record to memory and read it back from memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Value {
+    /// A feature record, from what was drawn for its impression.
+    Feature(FeatureDraw),
+    /// Any other record, already formatted.
+    Bytes(Vec<u8>),
+}
+
+/// What a feature record is made of: the impression number and the values drawn for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FeatureDraw {
+    n: u64,
+    ts: i64,
+    user: u64,
+    item: u64,
+    /// Click-through rate in units of 1e-5.
+    ctr: i64,
 }
 
 /// Emptied queue buckets kept for reuse (about the buckets the arrival jitter spans).
@@ -254,7 +266,7 @@ impl Generator {
             .push(q);
     }
 
-    fn enqueue(&mut self, topic: GenTopic, value: Vec<u8>, ts: i64) {
+    fn enqueue(&mut self, topic: GenTopic, value: Value, ts: i64) {
         let jitter = self.rng.random_range(0..=self.cfg.jitter_ms.max(0));
         let arrival = ts + jitter;
         let q = Queued {
@@ -280,45 +292,16 @@ impl Generator {
         write_u64(n, &mut self.key);
         let user = self.users.sample(&mut self.rng) as u64;
         let item = self.items.sample(&mut self.rng) as u64;
-        let mut v = self
-            .spare_values
-            .pop()
-            .unwrap_or_else(|| Vec::with_capacity(FEATURE_CAPACITY));
-        v.extend_from_slice(b"{\"impression_id\":\"");
-        v.extend_from_slice(&self.key);
-        v.extend_from_slice(b"\",\"request_id\":\"req-");
-        push_hex(&mut v, seed);
-        v.push(b'-');
-        write_u64(n / 10, &mut v);
-        v.extend_from_slice(b"\",\"user_id\":\"u");
-        write_u64(user, &mut v);
-        v.extend_from_slice(b"\",\"item_id\":\"i");
-        write_u64(item, &mut v);
-        v.extend_from_slice(b"\",\"ts\":");
-        write_i64(ts, &mut v);
-        v.extend_from_slice(b",\"features\":{\"ctr_7d\":");
-        // A click-through rate in [0, 0.1) with 5 decimals.
-        push_fixed::<5>(&mut v, self.rng.random_range(0..10_000));
-        v.extend_from_slice(b",\"position\":");
-        write_u64(n % 20, &mut v);
-        v.extend_from_slice(b",\"emb\":");
-        v.extend_from_slice(self.embedding(item));
-        v.extend_from_slice(b",\"recent_items\":[");
-        for (i, r) in [item + 1, item + 7, item / 2 + 3, item * 3 + 1]
-            .into_iter()
-            .enumerate()
-        {
-            if i > 0 {
-                v.push(b',');
-            }
-            write_u64(r, &mut v);
-        }
-        v.extend_from_slice(b"],\"ctx\":{\"device\":\"");
-        v.extend_from_slice(["ios", "android", "web"][(user % 3) as usize].as_bytes());
-        v.extend_from_slice(b"\",\"hour\":");
-        write_i64((ts / 3_600_000) % 24, &mut v);
-        v.extend_from_slice(b"}}}");
-        self.enqueue(GenTopic::Feature, v, ts);
+        // Drawn now, in the order the stream's determinism depends on; written out when due.
+        let ctr = self.rng.random_range(0..10_000);
+        let draw = FeatureDraw {
+            n,
+            ts,
+            user,
+            item,
+            ctr,
+        };
+        self.enqueue(GenTopic::Feature, Value::Feature(draw), ts);
 
         if self.rng.random_bool(self.cfg.action_rate) {
             let mut at = ts + self.first_delay.sample(&mut self.rng) as i64;
@@ -345,7 +328,7 @@ impl Generator {
                     a.extend_from_slice(b".0");
                 }
                 a.push(b'}');
-                self.enqueue(GenTopic::Action, a, action_ts.max(ts));
+                self.enqueue(GenTopic::Action, Value::Bytes(a), action_ts.max(ts));
                 at += self.gap.sample(&mut self.rng) as i64;
             }
         }
@@ -361,7 +344,72 @@ impl Generator {
             } else {
                 GenTopic::Action
             };
-            self.enqueue(topic, bad.to_vec(), ts);
+            self.enqueue(topic, Value::Bytes(bad.to_vec()), ts);
+        }
+    }
+
+    /// Writes the feature record of `d` into a recycled buffer.
+    fn feature_record(&mut self, key: &[u8], d: FeatureDraw) -> Vec<u8> {
+        let FeatureDraw {
+            n,
+            ts,
+            user,
+            item,
+            ctr,
+        } = d;
+        let seed = self.cfg.seed;
+        let mut v = self
+            .spare_values
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(FEATURE_CAPACITY));
+        v.extend_from_slice(b"{\"impression_id\":\"");
+        v.extend_from_slice(key);
+        v.extend_from_slice(b"\",\"request_id\":\"req-");
+        push_hex(&mut v, seed);
+        v.push(b'-');
+        write_u64(n / 10, &mut v);
+        v.extend_from_slice(b"\",\"user_id\":\"u");
+        write_u64(user, &mut v);
+        v.extend_from_slice(b"\",\"item_id\":\"i");
+        write_u64(item, &mut v);
+        v.extend_from_slice(b"\",\"ts\":");
+        write_i64(ts, &mut v);
+        v.extend_from_slice(b",\"features\":{\"ctr_7d\":");
+        // A click-through rate in [0, 0.1) with 5 decimals.
+        push_fixed::<5>(&mut v, ctr);
+        v.extend_from_slice(b",\"position\":");
+        write_u64(n % 20, &mut v);
+        v.extend_from_slice(b",\"emb\":");
+        v.extend_from_slice(self.embedding(item));
+        v.extend_from_slice(b",\"recent_items\":[");
+        for (i, r) in [item + 1, item + 7, item / 2 + 3, item * 3 + 1]
+            .into_iter()
+            .enumerate()
+        {
+            if i > 0 {
+                v.push(b',');
+            }
+            write_u64(r, &mut v);
+        }
+        v.extend_from_slice(b"],\"ctx\":{\"device\":\"");
+        v.extend_from_slice(["ios", "android", "web"][(user % 3) as usize].as_bytes());
+        v.extend_from_slice(b"\",\"hour\":");
+        write_i64((ts / 3_600_000) % 24, &mut v);
+        v.extend_from_slice(b"}}}");
+        v
+    }
+
+    /// The record of a queued entry arriving at `arrival`.
+    fn record(&mut self, q: Queued, arrival: i64) -> GenRecord {
+        let value = match q.value {
+            Value::Feature(d) => self.feature_record(&q.key, d),
+            Value::Bytes(b) => b,
+        };
+        GenRecord {
+            topic: q.topic,
+            key: q.key,
+            value,
+            arrival,
         }
     }
 
@@ -404,7 +452,10 @@ impl Generator {
     /// far), in arrival order: completes a finite data set.
     pub fn drain(&mut self, out: &mut Vec<GenRecord>) {
         while let Some((arrival, bucket)) = self.queue.pop_first() {
-            out.extend(bucket.into_iter().map(|q| q.into_record(arrival)));
+            for q in bucket {
+                let r = self.record(q, arrival);
+                out.push(r);
+            }
         }
     }
 
@@ -425,7 +476,10 @@ impl Generator {
                 break;
             }
             let mut bucket = entry.remove();
-            out.extend(bucket.drain(..).map(|q| q.into_record(arrival)));
+            for q in bucket.drain(..) {
+                let r = self.record(q, arrival);
+                out.push(r);
+            }
             if self.spare.len() < MAX_SPARE_BUCKETS {
                 self.spare.push(bucket);
             }

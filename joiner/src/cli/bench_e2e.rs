@@ -6,11 +6,12 @@
 //!
 //! - The broker has its defaults, as `recjoin up` runs it: fsync durability, so the producers'
 //!   `acks=all` wait for an fsync and consumers read only fsynced records.
-//! - The generator's producer compresses with lz4 (`--gen-compression`), as the recommenders'
-//!   producers it stands in for would; the joiner's output producer does too (its default).
-//!   Compression costs CPU on this shared machine but is not a loss here: with an uncompressed
-//!   generator the broker writes and fsyncs more bytes, the producers wait longer for their
-//!   `acks=all`, and the 250k step fell further behind than with lz4.
+//! - The generator stands in for the recommenders' producers, which would run on other machines,
+//!   so it should take little of this machine's CPU: it produces through the built-in `wire`
+//!   client (`--gen-client`, [`crate::kafka::wire_producer`]), uncompressed
+//!   (`--gen-compression`). Through librdkafka the generator and its producer thread took ~0.7
+//!   of the two cores at 250k records/s. The joiner's output producer compresses with lz4 (its
+//!   default).
 //! - Event time is the wall clock: a record's `ts` is when it was generated, and it reaches the
 //!   broker up to [`JITTER`] later (uniformly), as from services that log within half a second.
 //! - Join windows are shortened so that samples close while a step runs: idle 2 s, hard (and
@@ -50,6 +51,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
+use crate::cli::bench_broker::cpu_time;
 use crate::cli::generate::{GenArgs, GenStats};
 use crate::cli::join::spawn_member;
 use crate::config::Settings;
@@ -66,7 +68,7 @@ pub struct BenchE2eArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "50000,100000,150000,200000,250000,300000"
+        default_value = "50000,100000,150000,200000,250000,275000,300000"
     )]
     pub rates: Vec<f64>,
     /// Seconds of traffic per rate (the first 10 s fill the windows; samples close after that).
@@ -76,9 +78,15 @@ pub struct BenchE2eArgs {
     #[arg(long, default_value_t = 8)]
     pub partitions: i32,
     /// The generator's producer compression (`recjoin gen --compression`); it stands in for the
-    /// recommenders' producers, which would run on other machines.
-    #[arg(long, default_value = crate::cli::generate::DEFAULT_COMPRESSION)]
+    /// recommenders' producers, which would run on other machines. `none` by default: the
+    /// `wire` client compresses with `kafka-protocol`'s codecs, whose lz4 is several times
+    /// slower than librdkafka's (measured: the generator then fell to 98k records/s).
+    #[arg(long, default_value = "none")]
     pub gen_compression: String,
+    /// The generator's Kafka client (`recjoin gen --client`). `wire`, the default, keeps the
+    /// stand-in for other machines' producers from taking much of this machine's CPU.
+    #[arg(long, value_enum, default_value = "wire")]
+    pub gen_client: crate::cli::generate::GenClient,
 }
 
 /// Input records per impression of the generator (features + actions + a few duplicates).
@@ -104,6 +112,11 @@ struct Step {
     produced_per_s: f64,
     records_per_s: f64,
     caught_up_after_ms: Option<u128>,
+    /// CPU seconds of the whole process (generator, broker, joiner) per second of the step,
+    /// from its start until the joiner had read the last record: cores in use.
+    cpu_cores: f64,
+    /// The same CPU time per record read, in microseconds.
+    cpu_us_per_record: f64,
     sustained: bool,
     delays: Vec<f64>,
 }
@@ -114,10 +127,12 @@ impl Step {
             .caught_up_after_ms
             .map_or_else(|| "null".to_owned(), |ms| ms.to_string());
         format!(
-            "{{\"target_records_per_s\":{:.0},\"produced_per_s\":{:.0},\"records_per_s\":{:.0},\"caught_up_after_ms\":{caught_up},\"sustained\":{},\"samples\":{},\"emit_delay_p50_ms\":{},\"emit_delay_p99_ms\":{},\"emit_delay_max_ms\":{}}}",
+            "{{\"target_records_per_s\":{:.0},\"produced_per_s\":{:.0},\"records_per_s\":{:.0},\"caught_up_after_ms\":{caught_up},\"cpu_cores\":{:.2},\"cpu_us_per_record\":{:.2},\"sustained\":{},\"samples\":{},\"emit_delay_p50_ms\":{},\"emit_delay_p99_ms\":{},\"emit_delay_max_ms\":{}}}",
             self.target,
             self.produced_per_s,
             self.records_per_s,
+            self.cpu_cores,
+            self.cpu_us_per_record,
             self.sustained,
             self.delays.len(),
             json_number(percentile(&self.delays, 0.5)),
@@ -222,9 +237,11 @@ async fn run_step(
         features: settings.topics.features.clone(),
         actions: settings.topics.actions.clone(),
         compression: args.gen_compression.clone(),
+        client: args.gen_client,
     };
     let started_ms = crate::now_ms();
     let started = Instant::now();
+    let cpu_before = cpu_time();
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("gen".into())
@@ -247,6 +264,7 @@ async fn run_step(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let read_at = Instant::now();
+    let cpu_secs = cpu_time() - cpu_before;
     let read = stats
         .records_in
         .load(Ordering::Relaxed)
@@ -256,7 +274,8 @@ async fn run_step(
         all_read.then(|| read_at.saturating_duration_since(traffic_end).as_millis());
     let sustained = produced_per_s >= PRODUCED_SHARE * rate
         && caught_up_after_ms.is_some_and(|ms| ms <= CATCH_UP.as_millis());
-    let records_per_s = read as f64 / read_at.duration_since(started).as_secs_f64();
+    let step_secs = read_at.duration_since(started).as_secs_f64();
+    let records_per_s = read as f64 / step_secs;
 
     // Let every window of the step close (hard timeout + idle partition + margin), then read
     // the samples the step produced.
@@ -269,6 +288,8 @@ async fn run_step(
         produced_per_s,
         records_per_s,
         caught_up_after_ms,
+        cpu_cores: cpu_secs / step_secs,
+        cpu_us_per_record: cpu_secs * 1e6 / read.max(1) as f64,
         sustained,
         delays,
     })

@@ -69,6 +69,7 @@ pub async fn run(args: BenchReplayArgs) -> anyhow::Result<String> {
         features: settings.topics.features.clone(),
         actions: settings.topics.actions.clone(),
         compression: crate::cli::generate::DEFAULT_COMPRESSION.to_owned(),
+        client: crate::cli::generate::GenClient::Rdkafka,
     };
     let generate_started = Instant::now();
     let produced = tokio::task::spawn_blocking(move || {

@@ -10,6 +10,9 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 
+use kafka_protocol::records::Compression;
+
+use crate::kafka::wire_producer::WireProducer;
 use crate::partitioner::partition_for_key;
 use crate::traffic::{DEFAULT_JITTER_MS, GenConfig, GenRecord, GenTopic, Generator};
 
@@ -54,6 +57,20 @@ pub struct GenArgs {
     /// Producer compression (`compression.type`: none, gzip, snappy, lz4, zstd).
     #[arg(long, default_value = DEFAULT_COMPRESSION)]
     pub compression: String,
+    /// Kafka client: `rdkafka` (librdkafka, any cluster) or `wire` (a minimal built-in producer
+    /// for a single broker such as `recjoin up`'s, for load tests: much less CPU per record; its
+    /// compression codecs are slower than librdkafka's, so use it with `--compression none`).
+    #[arg(long, value_enum, default_value = "rdkafka")]
+    pub client: GenClient,
+}
+
+/// The Kafka client the generator produces with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GenClient {
+    /// librdkafka through the `rdkafka` crate.
+    Rdkafka,
+    /// [`crate::kafka::wire_producer`]: one connection to the bootstrap broker.
+    Wire,
 }
 
 /// The generator's default producer compression, as a recommender's producers would use.
@@ -96,16 +113,7 @@ pub fn run(args: &GenArgs, stop: &AtomicBool, stats: &GenStats) -> anyhow::Resul
         };
         (count(&args.features)?, count(&args.actions)?)
     };
-    // Delivery reports are served by the producer's own thread, as they come in.
-    let producer: ThreadedProducer<DefaultProducerContext> = client
-        .clone()
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "10")
-        // Only failures are reported: the generator has no use for the rest.
-        .set("delivery.report.only.error", "true")
-        .set("compression.type", &args.compression)
-        .set("queue.buffering.max.messages", "1000000")
-        .create()?;
+    let mut sink = Sink::new(args, &client, partitions)?;
     let started = Instant::now();
     let mut batch: Vec<GenRecord> = Vec::with_capacity(4096);
     let mut produced = 0u64;
@@ -125,39 +133,151 @@ pub fn run(args: &GenArgs, stop: &AtomicBool, stats: &GenStats) -> anyhow::Resul
             if produced >= limit {
                 break 'outer;
             }
-            let (topic, n) = match r.topic {
-                GenTopic::Feature => (&args.features, partitions.0),
-                GenTopic::Action => (&args.actions, partitions.1),
-            };
-            let partition = i32::try_from(partition_for_key(&r.key, n))?;
-            // The record timestamp (CreateTime) is when the record was logged, as a real
-            // producer sets it: replay finds its start offsets by it.
-            let mut record = BaseRecord::<[u8], [u8]>::to(topic)
-                .key(&r.key[..])
-                .payload(&r.value[..])
-                .partition(partition)
-                .timestamp(r.arrival);
-            loop {
-                match producer.send(record) {
-                    Ok(()) => break,
-                    Err((e, back))
-                        if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) =>
-                    {
-                        std::thread::sleep(Duration::from_millis(1));
-                        record = back;
-                    }
-                    Err((e, _)) => anyhow::bail!("produce: {e}"),
-                }
-            }
+            sink.send(r)?;
             produced += 1;
         }
+        sink.linger_done()?;
         stats.produced.store(produced, Ordering::Relaxed);
         if batch.is_empty() && args.speed > 0.0 {
             std::thread::sleep(Duration::from_millis(5));
         }
     }
-    producer.flush(Duration::from_secs(60))?;
+    sink.finish()?;
     Ok(produced)
+}
+
+/// Where generated records go: librdkafka or the built-in wire producer.
+enum Sink<'a> {
+    Rdkafka {
+        producer: ThreadedProducer<DefaultProducerContext>,
+        args: &'a GenArgs,
+        partitions: (u32, u32),
+    },
+    Wire {
+        producer: Box<WireProducer>,
+        partitions: u32,
+        last_flush: Instant,
+    },
+}
+
+/// The wire producer sends what has gathered this often (librdkafka's `linger.ms` below).
+const WIRE_LINGER: Duration = Duration::from_millis(10);
+
+impl<'a> Sink<'a> {
+    fn new(
+        args: &'a GenArgs,
+        client: &ClientConfig,
+        partitions: (u32, u32),
+    ) -> anyhow::Result<Self> {
+        Ok(match args.client {
+            GenClient::Rdkafka => Sink::Rdkafka {
+                // Delivery reports are served by the producer's own thread, as they come in.
+                producer: client
+                    .clone()
+                    .set("enable.idempotence", "true")
+                    .set("linger.ms", "10")
+                    // Only failures are reported: the generator has no use for the rest.
+                    .set("delivery.report.only.error", "true")
+                    .set("compression.type", &args.compression)
+                    .set("queue.buffering.max.messages", "1000000")
+                    .create()?,
+                args,
+                partitions,
+            },
+            GenClient::Wire => {
+                anyhow::ensure!(
+                    partitions.0 == partitions.1,
+                    "the wire client needs topics with equal partition counts"
+                );
+                let compression = match args.compression.as_str() {
+                    "none" => Compression::None,
+                    "gzip" => Compression::Gzip,
+                    "snappy" => Compression::Snappy,
+                    "lz4" => Compression::Lz4,
+                    "zstd" => Compression::Zstd,
+                    other => anyhow::bail!("unknown compression {other:?}"),
+                };
+                Sink::Wire {
+                    producer: Box::new(WireProducer::connect(
+                        &args.bootstrap,
+                        &[&args.features, &args.actions],
+                        usize::try_from(partitions.0)?,
+                        compression,
+                    )?),
+                    partitions: partitions.0,
+                    last_flush: Instant::now(),
+                }
+            }
+        })
+    }
+
+    /// Sends one record, keyed by impression id and partitioned by murmur2 of the key; the
+    /// record timestamp (CreateTime) is its arrival, when it was logged, as a real producer
+    /// sets it: replay finds its start offsets by it.
+    fn send(&mut self, r: &GenRecord) -> anyhow::Result<()> {
+        match self {
+            Sink::Rdkafka {
+                producer,
+                args,
+                partitions,
+            } => {
+                let (topic, n) = match r.topic {
+                    GenTopic::Feature => (&args.features, partitions.0),
+                    GenTopic::Action => (&args.actions, partitions.1),
+                };
+                let mut record = BaseRecord::<[u8], [u8]>::to(topic)
+                    .key(&r.key[..])
+                    .payload(&r.value[..])
+                    .partition(i32::try_from(partition_for_key(&r.key, n))?)
+                    .timestamp(r.arrival);
+                loop {
+                    match producer.send(record) {
+                        Ok(()) => return Ok(()),
+                        Err((e, back))
+                            if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) =>
+                        {
+                            std::thread::sleep(Duration::from_millis(1));
+                            record = back;
+                        }
+                        Err((e, _)) => anyhow::bail!("produce: {e}"),
+                    }
+                }
+            }
+            Sink::Wire {
+                producer,
+                partitions,
+                ..
+            } => {
+                let topic = usize::from(r.topic == GenTopic::Action);
+                let partition = usize::try_from(partition_for_key(&r.key, *partitions))?;
+                Ok(producer.send(topic, partition, &r.key, &r.value, r.arrival)?)
+            }
+        }
+    }
+
+    /// Called after each round of records: the wire producer sends once its linger passed.
+    fn linger_done(&mut self) -> anyhow::Result<()> {
+        if let Sink::Wire {
+            producer,
+            last_flush,
+            ..
+        } = self
+            && last_flush.elapsed() >= WIRE_LINGER
+        {
+            producer.flush()?;
+            *last_flush = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// Sends what is left and waits until the broker has it.
+    fn finish(self) -> anyhow::Result<()> {
+        match self {
+            Sink::Rdkafka { producer, .. } => producer.flush(Duration::from_secs(60))?,
+            Sink::Wire { producer, .. } => (*producer).finish()?,
+        }
+        Ok(())
+    }
 }
 
 /// `recjoin gen` on the command line: prints the number of records at the end.

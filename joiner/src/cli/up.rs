@@ -121,6 +121,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             features: settings.topics.features.clone(),
             actions: settings.topics.actions.clone(),
             compression: crate::cli::generate::DEFAULT_COMPRESSION.to_owned(),
+            client: crate::cli::generate::GenClient::Rdkafka,
         };
         let (stop, stats) = (Arc::clone(&gen_stop), Arc::clone(&gen_stats));
         std::thread::spawn(move || crate::cli::generate::run(&gen_args, &stop, &stats))

@@ -492,6 +492,8 @@ pub fn run(
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("queued.min.messages", "200000")
+        .set("fetch.min.bytes", "65536")
+        .set("fetch.wait.max.ms", "10")
         .set(
             "statistics.interval.ms",
             settings

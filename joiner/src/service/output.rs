@@ -158,7 +158,7 @@ impl Outputs {
         let producer = config
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            .set("linger.ms", "5")
+            .set("linger.ms", "20")
             .create_with_context(DeliveryContext(Arc::clone(&log)))?;
         Ok(Self {
             producer,

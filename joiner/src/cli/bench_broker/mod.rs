@@ -313,7 +313,7 @@ fn consume(args: &BenchBrokerArgs, topic: &str) -> anyhow::Result<Consumed> {
 }
 
 /// CPU time (user + system) this process has used so far, in seconds.
-fn cpu_time() -> f64 {
+pub(crate) fn cpu_time() -> f64 {
     let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
     // SAFETY: `usage` is a valid, writable `rusage`; getrusage only writes into it.
     let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) };
