@@ -23,7 +23,7 @@ use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
-use parking_lot::{Condvar, Mutex};
+use parking_lot::{Condvar, Mutex, MutexGuard};
 
 /// Produce API version used (the last before flexible versions; every broker since Kafka 2.1
 /// accepts it).
@@ -57,6 +57,10 @@ pub enum WireError {
         /// Kafka error code.
         code: i16,
     },
+    /// The connection failed earlier (the first error the response reader met, as text); the
+    /// producer stays unusable.
+    #[error("{0}")]
+    Failed(String),
 }
 
 /// Requests in flight and the first failure, shared with the response reader.
@@ -87,7 +91,6 @@ pub struct WireProducer {
     pending_bytes: Vec<usize>,
     /// Keys and values of the pending records.
     data: BytesMut,
-    pending_records: usize,
     flight: Arc<(Mutex<Flight>, Condvar)>,
     reader: Option<JoinHandle<()>>,
     next_id: i32,
@@ -126,7 +129,6 @@ impl WireProducer {
             pending: vec![Vec::new(); topics.len() * partitions],
             pending_bytes: vec![0; topics.len() * partitions],
             data: BytesMut::with_capacity(BUFFER),
-            pending_records: 0,
             flight,
             reader: Some(reader),
             next_id: 0,
@@ -160,14 +162,13 @@ impl WireProducer {
             value: (mid, self.data.len()),
             timestamp: ts,
         });
-        self.pending_records += 1;
         Ok(())
     }
 
     /// Sends every pending record in one Produce request, waiting while too many requests are
     /// in flight. Fails on the first error the broker or the connection reported so far.
     pub fn flush(&mut self) -> Result<(), WireError> {
-        if self.pending_records == 0 {
+        if self.pending.iter().all(Vec::is_empty) {
             return self.check();
         }
         let data = self.data.split().freeze();
@@ -220,7 +221,6 @@ impl WireProducer {
             }
         }
         self.records.clear();
-        self.pending_records = 0;
         self.pending_bytes.fill(0);
         let request = ProduceRequest::default()
             .with_acks(-1)
@@ -234,22 +234,11 @@ impl WireProducer {
             .map_err(|e| self.check().err().unwrap_or(e.into()))
     }
 
-    /// Flushes, waits for every answer and closes the connection.
+    /// Flushes, waits for every answer and closes the connection (on drop).
     pub fn finish(mut self) -> Result<(), WireError> {
         self.flush()?;
-        {
-            let (lock, cv) = &*self.flight;
-            let mut f = lock.lock();
-            while f.in_flight > 0 && f.failed.is_none() && !f.closed {
-                cv.wait(&mut f);
-            }
-        }
-        self.check()?;
-        let _ = self.stream.shutdown(std::net::Shutdown::Both);
-        if let Some(reader) = self.reader.take() {
-            let _ = reader.join();
-        }
-        Ok(())
+        drop(self.wait_below(1));
+        self.check()
     }
 
     fn frame_request(&mut self, request: &ProduceRequest) -> Result<(), WireError> {
@@ -273,14 +262,21 @@ impl WireProducer {
         Ok(())
     }
 
-    fn wait_for_room(&self) -> Result<(), WireError> {
+    /// Waits until fewer than `limit` requests are in flight, or the connection failed or
+    /// closed.
+    fn wait_below(&self, limit: usize) -> MutexGuard<'_, Flight> {
         let (lock, cv) = &*self.flight;
         let mut f = lock.lock();
-        while f.in_flight >= MAX_IN_FLIGHT && f.failed.is_none() && !f.closed {
+        while f.in_flight >= limit && f.failed.is_none() && !f.closed {
             cv.wait(&mut f);
         }
+        f
+    }
+
+    fn wait_for_room(&self) -> Result<(), WireError> {
+        let mut f = self.wait_below(MAX_IN_FLIGHT);
         if let Some(e) = &f.failed {
-            return Err(WireError::Protocol(e.clone()));
+            return Err(WireError::Failed(e.clone()));
         }
         if f.closed {
             return Err(WireError::Protocol(
@@ -293,7 +289,7 @@ impl WireProducer {
 
     fn check(&self) -> Result<(), WireError> {
         match &self.flight.0.lock().failed {
-            Some(e) => Err(WireError::Protocol(e.clone())),
+            Some(e) => Err(WireError::Failed(e.clone())),
             None => Ok(()),
         }
     }
@@ -469,7 +465,7 @@ mod tests {
             WireProducer::connect(&bootstrap, &["missing"], 1, Compression::None).expect("connect");
         producer.send(0, 0, b"k", b"v", 0).expect("send");
         match producer.finish() {
-            Err(WireError::Protocol(e)) => assert!(e.contains("missing/0"), "{e}"),
+            Err(WireError::Failed(e)) => assert!(e.contains("missing/0"), "{e}"),
             other => panic!("expected a refusal, got {other:?}"),
         }
         rt.block_on(broker.shutdown()).expect("shutdown");
