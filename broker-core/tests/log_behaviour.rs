@@ -361,3 +361,81 @@ fn idempotent_retries_are_acknowledged_once_even_after_restarts() {
     let log = PartitionLog::open(dir.path(), config, 0).unwrap();
     assert_eq!(log.append(&batch(5, 1), 0).unwrap().base_offset, 6);
 }
+
+/// Which pages of `path` are in the page cache (`mincore` over a read-only mapping).
+fn resident_pages(path: &std::path::Path) -> Vec<bool> {
+    let file = std::fs::File::open(path).unwrap();
+    let len = usize::try_from(file.metadata().unwrap().len()).unwrap();
+    let mut pages = vec![0u8; len.div_ceil(4096)];
+    // SAFETY: a fresh read-only shared mapping of `len` bytes of an open file, queried with
+    // mincore into a vector of one byte per page, then unmapped; nothing reads the mapping.
+    unsafe {
+        use std::os::fd::AsRawFd;
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            0,
+        );
+        assert_ne!(p, libc::MAP_FAILED, "mmap {}", path.display());
+        assert_eq!(libc::mincore(p, len, pages.as_mut_ptr()), 0, "mincore");
+        libc::munmap(p, len);
+    }
+    pages.iter().map(|b| b & 1 == 1).collect()
+}
+
+#[test]
+fn page_cache_holds_only_the_newest_durable_bytes_when_bounded() {
+    const KEEP: u64 = 1 << 20;
+    let bounded = tempfile::tempdir().unwrap();
+    let unbounded = tempfile::tempdir().unwrap();
+    let logs =
+        [(bounded.path(), Some(KEEP)), (unbounded.path(), None)].map(|(dir, page_cache_bytes)| {
+            let config = LogConfig {
+                page_cache_bytes,
+                ..LogConfig::default()
+            };
+            (dir, PartitionLog::open(dir, config, 0).unwrap())
+        });
+    for (_, log) in &logs {
+        // ~8 MiB in batches of ~100 KiB, each fsynced.
+        for tag in 0..80 {
+            let info = log
+                .append(&make_batch(tag, &[1_000; 100], 1_000, Compression::None), 0)
+                .unwrap();
+            log.sync_to(info.last_offset + 1).unwrap();
+        }
+    }
+    let segment = |dir: &std::path::Path| dir.join(format!("{:020}.log", 0));
+    let bounded_pages = resident_pages(&segment(logs[0].0));
+    let n = bounded_pages.len();
+    assert!(n * 4096 > 7 << 20, "segment is {n} pages");
+    // Dropped in steps of 1 MiB (each from 1 MiB back): everything more than KEEP + 1 MiB
+    // behind the end is gone.
+    let old = n - usize::try_from((KEEP + (1 << 20)) / 4096).unwrap() - 1;
+    let cached_old = bounded_pages[..old].iter().filter(|r| **r).count();
+    assert_eq!(
+        cached_old, 0,
+        "{cached_old} of {old} old pages still cached"
+    );
+    let newest = usize::try_from(KEEP / 4096).unwrap();
+    assert!(
+        bounded_pages[n - newest..].iter().all(|r| *r),
+        "the newest bytes were dropped too"
+    );
+    // Unbounded: the kernel keeps what was written (nothing here asks it to drop anything).
+    let unbounded_pages = resident_pages(&segment(logs[1].0));
+    let cached = unbounded_pages.iter().filter(|r| **r).count();
+    assert!(
+        cached * 10 >= unbounded_pages.len() * 9,
+        "{cached} of {} cached",
+        unbounded_pages.len()
+    );
+    // The data is all still readable, from the disk.
+    for (_, log) in &logs {
+        let first = log.read(0, 1 << 20).unwrap();
+        assert!(first.slice.is_some(), "the start of the log reads back");
+    }
+}

@@ -138,6 +138,9 @@ pub struct BrokerSettings {
     pub flush_interval: Duration,
     /// Partitions of auto-created topics.
     pub partitions: i32,
+    /// Newest bytes of each partition kept in the page cache once on disk; 0 leaves the page
+    /// cache to the kernel (see `broker_core::log::LogConfig::page_cache_bytes`).
+    pub page_cache_bytes: u64,
 }
 
 impl Default for BrokerSettings {
@@ -150,6 +153,7 @@ impl Default for BrokerSettings {
             segment_bytes: 1 << 30,
             flush_interval: Duration::from_millis(5),
             partitions: 8,
+            page_cache_bytes: broker_core::log::DEFAULT_PAGE_CACHE_BYTES,
         }
     }
 }

@@ -12,7 +12,7 @@ pub mod producer_state;
 pub mod retention;
 pub mod segment;
 
-pub use config::{Durability, LogConfig};
+pub use config::{DEFAULT_PAGE_CACHE_BYTES, Durability, LogConfig};
 pub use error::LogError;
 pub use manager::{BackgroundIntervals, LogManager, StorageError, Topic, TopicMeta, now_ms};
 pub use partition_log::{AppendInfo, FileSlice, LogRead, PartitionLog, RetentionOutcome};

@@ -22,7 +22,7 @@ use super::config::{Durability, LogConfig};
 use super::error::LogError;
 use super::producer_state::{PayloadCheck, ProducerStates};
 use super::retention;
-use super::segment::{Segment, parse_log_file_name};
+use super::segment::{Segment, drop_from_page_cache, parse_log_file_name};
 
 const CLEAN_SHUTDOWN_FILE: &str = ".clean-shutdown";
 const RECOVERY_POINT_FILE: &str = "recovery-point";
@@ -155,7 +155,13 @@ impl LogState {
 #[derive(Debug, Default)]
 struct SyncState {
     in_progress: bool,
+    /// `(segment base, position)`: the page cache of the active segment was dropped below this
+    /// position (see [`LogConfig::page_cache_bytes`]).
+    uncached: (i64, u64),
 }
+
+/// Page cache is dropped in steps of at least this many bytes (one system call per step).
+const UNCACHE_STEP: u64 = 1 << 20;
 
 /// One topic-partition's log on disk.
 #[derive(Debug)]
@@ -418,9 +424,29 @@ impl PartitionLog {
             return Err(self.poison_path("fsync segment", &path, e));
         }
         self.fsyncs.fetch_add(1, Ordering::Relaxed);
+        if let Some(keep) = self.config.page_cache_bytes {
+            self.uncache(&file, point, keep);
+        }
         let mut s = self.state.write();
         self.advance_durable(&mut s, point);
         Ok(())
+    }
+
+    /// Drops the page cache of the active segment's durable bytes below the newest `keep`
+    /// (`point` was just fsynced). Only the sync leader calls this, so steps do not overlap.
+    fn uncache(&self, file: &File, point: LogPoint, keep: u64) {
+        const PAGE: u64 = 4096;
+        let to = point.position.saturating_sub(keep) / PAGE * PAGE;
+        let mut sync = self.sync.lock();
+        let (base, done) = sync.uncached;
+        let done = if base == point.segment_base { done } else { 0 };
+        if to >= done + UNCACHE_STEP {
+            sync.uncached = (point.segment_base, to);
+            drop(sync);
+            // From one step back: the kernel skips pages it still holds a reference to at the
+            // time (measured: 64 KiB of every MiB stayed cached); the next call gets them.
+            drop_from_page_cache(file, done.saturating_sub(UNCACHE_STEP), to);
+        }
     }
 
     fn advance_durable(&self, s: &mut LogState, point: LogPoint) {

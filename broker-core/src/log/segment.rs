@@ -27,6 +27,27 @@ pub fn parse_log_file_name(name: &str) -> Option<i64> {
     stem.parse().ok().filter(|o: &i64| *o >= 0)
 }
 
+/// Asks the kernel to drop the cached pages of `file` in `[from, to)` (whole pages only). The
+/// data must be on disk already: dirty pages are not dropped, only queued for writeback. Reads of
+/// the range still work, from the disk. Linux only; elsewhere the kernel keeps managing the cache.
+pub fn drop_from_page_cache(file: &File, from: u64, to: u64) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let (Ok(off), Ok(len)) = (i64::try_from(from), i64::try_from(to.saturating_sub(from)))
+        else {
+            return;
+        };
+        // SAFETY: posix_fadvise only reads its integer arguments; on a bad descriptor or range it
+        // returns an error, and the advice never changes file contents.
+        unsafe {
+            libc::posix_fadvise(file.as_raw_fd(), off, len, libc::POSIX_FADV_DONTNEED);
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (file, from, to);
+}
+
 /// What scanning a segment found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ScanOutcome {

@@ -71,6 +71,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     config.log.retention_ms = i64::try_from(b.retention.as_millis()).ok();
     config.log.segment_bytes = b.segment_bytes;
     config.log.flush_ms = i64::try_from(b.flush_interval.as_millis()).ok();
+    config.log.page_cache_bytes = Some(b.page_cache_bytes).filter(|&n| n > 0);
     config.group.initial_rebalance_delay = Duration::ZERO; // one member: no one to wait for
     let broker = BrokerServer::start(config).await?;
     let addr = broker.local_addr();
