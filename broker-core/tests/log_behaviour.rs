@@ -439,3 +439,43 @@ fn page_cache_holds_only_the_newest_durable_bytes_when_bounded() {
         assert!(first.slice.is_some(), "the start of the log reads back");
     }
 }
+
+#[test]
+fn page_cache_keeps_what_readers_have_not_read_yet() {
+    const KEEP: u64 = 4 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        page_cache_bytes: Some(KEEP),
+        ..LogConfig::default()
+    };
+    let log = PartitionLog::open(dir.path(), config, 0).unwrap();
+    let append_mib = |log: &PartitionLog, mib: u64| {
+        for tag in 0..mib * 10 {
+            let info = log
+                .append(&make_batch(tag, &[1_000; 100], 1_000, Compression::None), 0)
+                .unwrap();
+            log.sync_to(info.last_offset + 1).unwrap();
+        }
+    };
+    append_mib(&log, 3);
+    // Nothing dropped yet (less than KEEP written). A consumer reads the first ~2 MiB, then
+    // falls behind while 5 MiB more arrive: the end is 8 MiB, KEEP alone would drop 4 MiB.
+    let slice = log.read(0, 2 << 20).unwrap().slice.unwrap();
+    let read_to = slice.position + slice.len;
+    assert!(read_to > 3 << 19, "read {read_to} bytes");
+    append_mib(&log, 5);
+    let pages = resident_pages(&dir.path().join(format!("{:020}.log", 0)));
+    let read_page = usize::try_from(read_to / 4096).unwrap();
+    let unread_cached = pages[read_page + 1..].iter().filter(|r| **r).count();
+    assert_eq!(
+        unread_cached,
+        pages.len() - read_page - 1,
+        "unread pages were dropped"
+    );
+    let old = read_page - 256 - 1; // steps of 1 MiB
+    assert_eq!(
+        pages[..old].iter().filter(|r| **r).count(),
+        0,
+        "read pages stayed cached"
+    );
+}

@@ -38,24 +38,30 @@ pub struct LogConfig {
     pub index_interval_bytes: u64,
     /// Largest record batch accepted, in bytes (`max.message.bytes`).
     pub max_message_bytes: usize,
-    /// After each fsync, drop the active segment's data from the page cache except its newest
-    /// this many bytes; `None` leaves the cache to the kernel, as Kafka does. Not a Kafka setting.
+    /// After each fsync, drop from the page cache the active segment's data more than this many
+    /// bytes behind its end — and, while consumers read the partition (a fetch in the last
+    /// 10 s), only data some fetch has already read. `None` leaves the cache to the kernel, as
+    /// Kafka does. Not a Kafka setting.
     ///
-    /// Why: consumers that keep up (the joiner) read what was written seconds ago, so older bytes
-    /// in the cache serve only readers far behind, who can read them from the disk. Unbounded,
+    /// Why: consumers that keep up (the joiner) read what was written seconds ago, so bytes they
+    /// have read serve only other readers far behind, who can read them from the disk. Unbounded,
     /// the page cache grows by everything written until memory is full; every new page is memory
     /// the process has not touched before, which in a VM can be memory the host has taken back
     /// (free page reporting) and must supply again on first touch. Bounded, the kernel recycles
-    /// the same recently freed pages. Measured: two 30 s steps of `recjoin bench e2e` at 250k
-    /// records/s wrote ~9 GB of page cache and the second step fell to 193k records/s; with
-    /// 16 MiB both steps held 235k.
+    /// the same recently freed pages. Measured with `recjoin bench e2e`: unbounded, two 30 s steps
+    /// at 250k records/s wrote ~9 GB of page cache and the second step fell to 193k records/s.
+    /// With 16 MiB per partition, a consumer that fell ~1 s behind (a feature partition takes
+    /// ~15 MB/s at 275k) read from the disk and fell further behind: the third step failed.
+    /// Bytes not yet read now stay cached, so a consumer that falls behind catches up from
+    /// memory.
     pub page_cache_bytes: Option<u64>,
 }
 
 const DAY_MS: i64 = 24 * 60 * 60 * 1000;
 
-/// Default of [`LogConfig::page_cache_bytes`]: a few seconds of a busy partition's writes.
-pub const DEFAULT_PAGE_CACHE_BYTES: u64 = 16 << 20;
+/// Default of [`LogConfig::page_cache_bytes`]: a few seconds of a busy partition's writes, so a
+/// consumer that falls a few seconds behind still reads from memory.
+pub const DEFAULT_PAGE_CACHE_BYTES: u64 = 64 << 20;
 
 impl Default for LogConfig {
     fn default() -> Self {

@@ -163,6 +163,20 @@ struct SyncState {
 /// Page cache is dropped in steps of at least this many bytes (one system call per step).
 const UNCACHE_STEP: u64 = 1 << 20;
 
+/// A partition's readers count as gone when none has read it for this long; its page cache is
+/// then dropped whether read or not.
+const READERS_GONE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How far consumers have read the active segment: its base offset, the end of the furthest
+/// read, and when the last read was. Unread data stays in the page cache while readers are
+/// around (see [`LogConfig::page_cache_bytes`]).
+#[derive(Debug, Clone, Copy)]
+struct ReadMark {
+    base: i64,
+    end: u64,
+    at: Option<std::time::Instant>,
+}
+
 /// One topic-partition's log on disk.
 #[derive(Debug)]
 pub struct PartitionLog {
@@ -171,6 +185,7 @@ pub struct PartitionLog {
     state: RwLock<LogState>,
     sync: Mutex<SyncState>,
     synced: Condvar,
+    read_mark: Mutex<ReadMark>,
     high_watermark: watch::Sender<i64>,
     poisoned: AtomicBool,
     closed: AtomicBool,
@@ -278,6 +293,11 @@ impl PartitionLog {
                 producers: ProducerStates::default(),
             }),
             sync: Mutex::new(SyncState::default()),
+            read_mark: Mutex::new(ReadMark {
+                base: 0,
+                end: 0,
+                at: None,
+            }),
             synced: Condvar::new(),
             high_watermark,
             poisoned: AtomicBool::new(false),
@@ -433,10 +453,20 @@ impl PartitionLog {
     }
 
     /// Drops the page cache of the active segment's durable bytes below the newest `keep`
-    /// (`point` was just fsynced). Only the sync leader calls this, so steps do not overlap.
+    /// and, while consumers read the partition, below what they have read (`point` was just
+    /// fsynced). Only the sync leader calls this, so steps do not overlap.
     fn uncache(&self, file: &File, point: LogPoint, keep: u64) {
         const PAGE: u64 = 4096;
-        let to = point.position.saturating_sub(keep) / PAGE * PAGE;
+        let mut to = point.position.saturating_sub(keep);
+        let mark = *self.read_mark.lock();
+        if mark.at.is_some_and(|at| at.elapsed() < READERS_GONE) {
+            to = to.min(if mark.base == point.segment_base {
+                mark.end
+            } else {
+                0
+            });
+        }
+        let to = to / PAGE * PAGE;
         let mut sync = self.sync.lock();
         let (base, done) = sync.uncached;
         let done = if base == point.segment_base { done } else { 0 };
@@ -540,8 +570,23 @@ impl PartitionLog {
                 position: pos,
                 len: end - pos,
             });
+            if self.config.page_cache_bytes.is_some() && seg.base_offset() == s.active.base_offset()
+            {
+                self.note_read(seg.base_offset(), end);
+            }
         }
         Ok(out)
+    }
+
+    /// Moves the read mark of the active segment (based at `base`) up to `end`.
+    fn note_read(&self, base: i64, end: u64) {
+        let mut mark = self.read_mark.lock();
+        let before = if mark.base == base { mark.end } else { 0 };
+        *mark = ReadMark {
+            base,
+            end: before.max(end),
+            at: Some(std::time::Instant::now()),
+        };
     }
 
     /// The first record (in offset order) whose timestamp is at least `timestamp`, as
