@@ -10,9 +10,11 @@ use thiserror::Error;
 pub const LOG_OVERHEAD: usize = 12;
 /// Size of the fixed v2 batch header, from base offset through record count.
 pub const HEADER_LEN: usize = 61;
-/// Where the CRC-covered part of a batch starts (the attributes field).
-const CRC_START: usize = 21;
-const MAGIC_V2: i8 = 2;
+/// Where the CRC-covered part of a batch starts (the attributes field); the CRC is the 4 bytes
+/// before it.
+pub const CRC_START: usize = 21;
+/// The magic byte of v2 record batches.
+pub const MAGIC_V2: i8 = 2;
 
 /// Why a byte range is not a valid v2 record batch.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]

@@ -21,6 +21,7 @@ use std::net::TcpStream;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use broker_core::log::batch::{CRC_START, HEADER_LEN, LOG_OVERHEAD, MAGIC_V2};
 use bytes::{Buf, Bytes, BytesMut};
 use kafka_protocol::compression::{self, Compressor};
 use kafka_protocol::messages::{ApiKey, ProduceResponse};
@@ -72,9 +73,6 @@ struct Flight {
     closed: bool,
 }
 
-/// Size of a v2 record batch header; records follow it.
-const BATCH_HEADER: usize = 61;
-
 /// One partition's record batch being filled: room for the header, which [`OpenBatch::seal`]
 /// writes, then the records in the v2 format, written as they are sent.
 #[derive(Debug)]
@@ -88,7 +86,7 @@ struct OpenBatch {
 impl OpenBatch {
     fn new() -> Self {
         Self {
-            buf: vec![0; BATCH_HEADER],
+            buf: vec![0; HEADER_LEN],
             records: 0,
             base_ts: 0,
             max_ts: i64::MIN,
@@ -137,16 +135,11 @@ impl OpenBatch {
         compression: Compression,
         scratch: &mut BytesMut,
     ) -> Result<&[u8], WireError> {
-        let codec: i16 = match compression {
-            Compression::None => 0,
-            Compression::Gzip => 1,
-            Compression::Snappy => 2,
-            Compression::Lz4 => 3,
-            Compression::Zstd => 4,
-        };
-        if codec != 0 {
+        // The enum's values are the codec ids of the attributes field.
+        let codec = compression as i16;
+        if compression != Compression::None {
             scratch.clear();
-            let records = &self.buf[BATCH_HEADER..];
+            let records = &self.buf[HEADER_LEN..];
             let fill = |tmp: &mut BytesMut| {
                 tmp.extend_from_slice(records);
                 Ok(())
@@ -159,16 +152,16 @@ impl OpenBatch {
                 Compression::None => Ok(()),
             }
             .map_err(|e| WireError::Protocol(format!("compress: {e}")))?;
-            self.buf.truncate(BATCH_HEADER);
+            self.buf.truncate(HEADER_LEN);
             self.buf.extend_from_slice(scratch);
         }
-        let len = i32::try_from(self.buf.len() - 12)
+        let len = i32::try_from(self.buf.len() - LOG_OVERHEAD)
             .map_err(|_| WireError::Protocol("batch over 2 GiB".into()))?;
-        let h = &mut self.buf[..BATCH_HEADER];
+        let h = &mut self.buf[..HEADER_LEN];
         h[0..8].copy_from_slice(&0i64.to_be_bytes()); // base offset
         h[8..12].copy_from_slice(&len.to_be_bytes());
         h[12..16].copy_from_slice(&(-1i32).to_be_bytes()); // partition leader epoch
-        h[16] = 2; // magic
+        h[16] = MAGIC_V2 as u8;
         h[21..23].copy_from_slice(&codec.to_be_bytes()); // attributes: create time
         h[23..27].copy_from_slice(&(self.records - 1).to_be_bytes());
         h[27..35].copy_from_slice(&self.base_ts.to_be_bytes());
@@ -177,14 +170,14 @@ impl OpenBatch {
         h[51..53].copy_from_slice(&(-1i16).to_be_bytes()); // producer epoch
         h[53..57].copy_from_slice(&(-1i32).to_be_bytes()); // base sequence
         h[57..61].copy_from_slice(&self.records.to_be_bytes());
-        let crc = crc32c::crc32c(&self.buf[21..]);
-        self.buf[17..21].copy_from_slice(&crc.to_be_bytes());
+        let crc = crc32c::crc32c(&self.buf[CRC_START..]);
+        self.buf[CRC_START - 4..CRC_START].copy_from_slice(&crc.to_be_bytes());
         Ok(&self.buf)
     }
 
     /// Empties the batch, keeping its buffer.
     fn reset(&mut self) {
-        self.buf.truncate(BATCH_HEADER);
+        self.buf.truncate(HEADER_LEN);
         self.records = 0;
         self.max_ts = i64::MIN;
     }
