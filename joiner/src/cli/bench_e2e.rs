@@ -32,6 +32,10 @@
 //!   joiner had read every record within [`CATCH_UP`] of the end of the traffic.
 //! - `records_per_s` is what the joiner read during the step divided by the time from the
 //!   step's start until it had read the last record.
+//! - `cpu_cores` and `cpu_us_per_record` count this process's CPU time; `machine_cores` counts
+//!   every CPU's busy time (from `/proc/stat`, kernel threads included) and `steal_cores` the time
+//!   the hypervisor gave to other guests. When `cpu_cores` is well below the two cores and
+//!   `machine_cores` too, the pipeline waits, not computes.
 //! - The **emit delay** of a sample is its record timestamp (set when the joiner produced it)
 //!   minus its `window_end`. Measured over the samples whose window ends in the step while its
 //!   traffic still closes it: from the step's start to its end minus the out-of-orderness bound
@@ -51,7 +55,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
-use crate::cli::bench_broker::cpu_time;
+use crate::cli::bench_broker::{cpu_time, machine_cpu_time};
 use crate::cli::generate::{GenArgs, GenStats};
 use crate::cli::join::spawn_member;
 use crate::config::Settings;
@@ -117,6 +121,11 @@ struct Step {
     cpu_cores: f64,
     /// The same CPU time per record read, in microseconds.
     cpu_us_per_record: f64,
+    /// Busy cores of the whole machine over the same time, kernel threads included (where
+    /// `/proc/stat` exists): with two cores, what the process leaves to writeback and the journal.
+    machine_cores: Option<f64>,
+    /// Cores the hypervisor gave to other guests over the same time (`/proc/stat` steal).
+    steal_cores: Option<f64>,
     sustained: bool,
     delays: Vec<f64>,
 }
@@ -127,12 +136,14 @@ impl Step {
             .caught_up_after_ms
             .map_or_else(|| "null".to_owned(), |ms| ms.to_string());
         format!(
-            "{{\"target_records_per_s\":{:.0},\"produced_per_s\":{:.0},\"records_per_s\":{:.0},\"caught_up_after_ms\":{caught_up},\"cpu_cores\":{:.2},\"cpu_us_per_record\":{:.2},\"sustained\":{},\"samples\":{},\"emit_delay_p50_ms\":{},\"emit_delay_p99_ms\":{},\"emit_delay_max_ms\":{}}}",
+            "{{\"target_records_per_s\":{:.0},\"produced_per_s\":{:.0},\"records_per_s\":{:.0},\"caught_up_after_ms\":{caught_up},\"cpu_cores\":{:.2},\"cpu_us_per_record\":{:.2},\"machine_cores\":{},\"steal_cores\":{},\"sustained\":{},\"samples\":{},\"emit_delay_p50_ms\":{},\"emit_delay_p99_ms\":{},\"emit_delay_max_ms\":{}}}",
             self.target,
             self.produced_per_s,
             self.records_per_s,
             self.cpu_cores,
             self.cpu_us_per_record,
+            cores_json(self.machine_cores),
+            cores_json(self.steal_cores),
             self.sustained,
             self.delays.len(),
             json_number(percentile(&self.delays, 0.5)),
@@ -242,6 +253,7 @@ async fn run_step(
     let started_ms = crate::now_ms();
     let started = Instant::now();
     let cpu_before = cpu_time();
+    let machine_before = machine_cpu_time();
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("gen".into())
@@ -265,6 +277,7 @@ async fn run_step(
     }
     let read_at = Instant::now();
     let cpu_secs = cpu_time() - cpu_before;
+    let machine = machine_before.zip(machine_cpu_time());
     let read = stats
         .records_in
         .load(Ordering::Relaxed)
@@ -290,6 +303,8 @@ async fn run_step(
         caught_up_after_ms,
         cpu_cores: cpu_secs / step_secs,
         cpu_us_per_record: cpu_secs * 1e6 / read.max(1) as f64,
+        machine_cores: machine.map(|((busy0, _), (busy1, _))| (busy1 - busy0) / step_secs),
+        steal_cores: machine.map(|((_, steal0), (_, steal1))| (steal1 - steal0) / step_secs),
         sustained,
         delays,
     })
@@ -385,6 +400,10 @@ fn percentile(values: &[f64], q: f64) -> f64 {
 }
 
 /// A number for JSON (`null` when undefined).
+fn cores_json(cores: Option<f64>) -> String {
+    cores.map_or_else(|| "null".to_owned(), |c| format!("{c:.2}"))
+}
+
 fn json_number(x: f64) -> String {
     if x.is_finite() {
         format!("{x:.0}")

@@ -326,6 +326,28 @@ pub(crate) fn cpu_time() -> f64 {
     secs(usage.ru_utime) + secs(usage.ru_stime)
 }
 
+/// Machine-wide CPU time from `/proc/stat`, in seconds: `(busy, steal)`. Busy is every CPU's
+/// user, system, interrupt and softirq time — ours and the kernel threads' (writeback, the
+/// journal) that work for us; steal is time the hypervisor gave to other guests. `None` where
+/// `/proc/stat` is missing.
+pub(crate) fn machine_cpu_time() -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let jiffies: Vec<u64> = stat
+        .lines()
+        .next()?
+        .strip_prefix("cpu ")?
+        .split_ascii_whitespace()
+        .map(|n| n.parse().unwrap_or(0))
+        .collect();
+    // user nice system idle iowait irq softirq steal ...
+    let field = |i: usize| jiffies.get(i).copied().unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let hz = if hz > 0 { hz as f64 } else { 100.0 };
+    let busy = field(0) + field(1) + field(2) + field(5) + field(6);
+    Some((busy as f64 / hz, field(7) as f64 / hz))
+}
+
 /// Serves delivery reports until every record is acknowledged (or failed), or `timeout` passes.
 fn wait_delivered(producer: &BaseProducer<BenchContext>, timeout: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
