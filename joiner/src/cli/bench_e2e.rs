@@ -121,8 +121,8 @@ struct Step {
     cpu_cores: f64,
     /// The same CPU time per record read, in microseconds.
     cpu_us_per_record: f64,
-    /// Busy cores of the whole machine over the same time, kernel threads included (where
-    /// `/proc/stat` exists): with two cores, what the process leaves to writeback and the journal.
+    /// Busy cores of the whole machine over the same time, where `/proc/stat` exists; above
+    /// `cpu_cores` by what kernel threads (writeback, the journal) and other processes took.
     machine_cores: Option<f64>,
     /// Cores the hypervisor gave to other guests over the same time (`/proc/stat` steal).
     steal_cores: Option<f64>,
@@ -399,11 +399,12 @@ fn percentile(values: &[f64], q: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }
 
-/// A number for JSON (`null` when undefined).
+/// Cores for JSON, two decimals (`null` when not measured).
 fn cores_json(cores: Option<f64>) -> String {
     cores.map_or_else(|| "null".to_owned(), |c| format!("{c:.2}"))
 }
 
+/// A number for JSON (`null` when undefined).
 fn json_number(x: f64) -> String {
     if x.is_finite() {
         format!("{x:.0}")
