@@ -90,8 +90,8 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t =
 /// again moments later by a service whose working set is steady, and in a VM a fresh page can cost
 /// a trip to the host (see `LogConfig::page_cache_bytes`). The heap stays at its peak instead, as
 /// with jemalloc's `dirty_decay_ms:-1`. Measured with `recjoin bench e2e --rates
-/// 275000,275000,275000 --seconds 30`: in three runs the second and third steps took 5.05–5.49 µs
-/// of CPU per record and the joiner caught up 108–173 ms after the traffic; with glibc's malloc
+/// 275000,275000,275000 --seconds 30`: in three runs the second and third steps took 5.05–5.57 µs
+/// of CPU per record and the joiner caught up 108–171 ms after the traffic; with glibc's malloc
 /// (two runs) 5.70–5.82 µs and 238–448 ms; with mimalloc purging after 10 ms the first step
 /// already failed (210k records/s joined, 6.5 µs per record).
 fn configure_allocator() {
