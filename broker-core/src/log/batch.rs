@@ -12,9 +12,8 @@ pub const LOG_OVERHEAD: usize = 12;
 pub const HEADER_LEN: usize = 61;
 /// Where the CRC-covered part of a batch starts (the attributes field); the CRC is the 4 bytes
 /// before it.
-pub const CRC_START: usize = 21;
-/// The magic byte of v2 record batches.
-pub const MAGIC_V2: i8 = 2;
+const CRC_START: usize = 21;
+const MAGIC_V2: i8 = 2;
 
 /// Why a byte range is not a valid v2 record batch.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -122,6 +121,25 @@ impl BatchHeader {
         })
     }
 
+    /// Writes these fields into `h`, the inverse of [`Self::parse`] (`magic` is written as v2
+    /// whatever it holds). For clients that build batches themselves; the CRC stays as given,
+    /// see [`write_crc`].
+    pub fn write(&self, h: &mut [u8; HEADER_LEN]) {
+        h[0..8].copy_from_slice(&self.base_offset.to_be_bytes());
+        h[8..12].copy_from_slice(&self.batch_length.to_be_bytes());
+        h[12..16].copy_from_slice(&self.partition_leader_epoch.to_be_bytes());
+        h[16] = MAGIC_V2.to_be_bytes()[0];
+        h[17..21].copy_from_slice(&self.crc.to_be_bytes());
+        h[21..23].copy_from_slice(&self.attributes.to_be_bytes());
+        h[23..27].copy_from_slice(&self.last_offset_delta.to_be_bytes());
+        h[27..35].copy_from_slice(&self.base_timestamp.to_be_bytes());
+        h[35..43].copy_from_slice(&self.max_timestamp.to_be_bytes());
+        h[43..51].copy_from_slice(&self.producer_id.to_be_bytes());
+        h[51..53].copy_from_slice(&self.producer_epoch.to_be_bytes());
+        h[53..57].copy_from_slice(&self.base_sequence.to_be_bytes());
+        h[57..61].copy_from_slice(&self.record_count.to_be_bytes());
+    }
+
     /// Total bytes of the batch on disk, including the offset and length fields.
     ///
     /// Only meaningful for a header whose length [`validate`] or [`Self::check_length`] accepted.
@@ -206,6 +224,13 @@ pub fn validate(buf: &[u8], max_total: usize) -> Result<BatchHeader, BatchError>
     Ok(header)
 }
 
+/// Computes the CRC-32C of the whole batch in `batch` (header written, records after it) and
+/// stores it in the header: what [`validate`] checks.
+pub fn write_crc(batch: &mut [u8]) {
+    let crc = crc32c::crc32c(&batch[CRC_START..]);
+    batch[CRC_START - 4..CRC_START].copy_from_slice(&crc.to_be_bytes());
+}
+
 /// Validates every batch in a produce payload (one or more batches back to back).
 ///
 /// Returns the headers in order; an empty payload or any trailing partial batch is an error, so
@@ -285,6 +310,23 @@ pub(crate) mod tests {
         assert_eq!(h.base_timestamp, 10);
         assert_eq!(h.max_timestamp, 30);
         assert_eq!(h.total_len(), buf.len());
+    }
+
+    #[test]
+    fn written_header_is_the_encoders_and_its_crc_validates() {
+        for compression in [Compression::None, Compression::Zstd] {
+            let buf = make_batch(&[10, 30, 20], 5, compression);
+            let h = validate(&buf, usize::MAX).unwrap();
+            let mut out = [0u8; HEADER_LEN];
+            h.write(&mut out);
+            assert_eq!(out[..], buf[..HEADER_LEN], "{compression:?}");
+
+            let mut rebuilt = buf.to_vec();
+            rebuilt[..HEADER_LEN].copy_from_slice(&out);
+            rebuilt[CRC_START - 4..CRC_START].fill(0);
+            write_crc(&mut rebuilt);
+            assert_eq!(validate(&rebuilt, usize::MAX), Ok(h));
+        }
     }
 
     #[test]

@@ -21,7 +21,7 @@ use std::net::TcpStream;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use broker_core::log::batch::{CRC_START, HEADER_LEN, LOG_OVERHEAD, MAGIC_V2};
+use broker_core::log::batch::{self, BatchHeader, HEADER_LEN, LOG_OVERHEAD};
 use bytes::{Buf, Bytes, BytesMut};
 use kafka_protocol::compression::{self, Compressor};
 use kafka_protocol::messages::{ApiKey, ProduceResponse};
@@ -155,23 +155,29 @@ impl OpenBatch {
             self.buf.truncate(HEADER_LEN);
             self.buf.extend_from_slice(scratch);
         }
-        let len = i32::try_from(self.buf.len() - LOG_OVERHEAD)
+        let batch_length = i32::try_from(self.buf.len() - LOG_OVERHEAD)
             .map_err(|_| WireError::Protocol("batch over 2 GiB".into()))?;
-        let h = &mut self.buf[..HEADER_LEN];
-        h[0..8].copy_from_slice(&0i64.to_be_bytes()); // base offset
-        h[8..12].copy_from_slice(&len.to_be_bytes());
-        h[12..16].copy_from_slice(&(-1i32).to_be_bytes()); // partition leader epoch
-        h[16] = MAGIC_V2 as u8;
-        h[21..23].copy_from_slice(&codec.to_be_bytes()); // attributes: create time
-        h[23..27].copy_from_slice(&(self.records - 1).to_be_bytes());
-        h[27..35].copy_from_slice(&self.base_ts.to_be_bytes());
-        h[35..43].copy_from_slice(&self.max_ts.to_be_bytes());
-        h[43..51].copy_from_slice(&(-1i64).to_be_bytes()); // producer id
-        h[51..53].copy_from_slice(&(-1i16).to_be_bytes()); // producer epoch
-        h[53..57].copy_from_slice(&(-1i32).to_be_bytes()); // base sequence
-        h[57..61].copy_from_slice(&self.records.to_be_bytes());
-        let crc = crc32c::crc32c(&self.buf[CRC_START..]);
-        self.buf[CRC_START - 4..CRC_START].copy_from_slice(&crc.to_be_bytes());
+        let header = BatchHeader {
+            base_offset: 0,
+            batch_length,
+            partition_leader_epoch: -1,
+            magic: 2,
+            crc: 0,            // written below, over the finished batch
+            attributes: codec, // and create-time timestamps, not transactional
+            last_offset_delta: self.records - 1,
+            base_timestamp: self.base_ts,
+            max_timestamp: self.max_ts,
+            producer_id: -1,
+            producer_epoch: -1,
+            base_sequence: -1,
+            record_count: self.records,
+        };
+        let h = self
+            .buf
+            .first_chunk_mut::<HEADER_LEN>()
+            .expect("an open batch starts with room for its header");
+        header.write(h);
+        batch::write_crc(&mut self.buf);
         Ok(&self.buf)
     }
 
