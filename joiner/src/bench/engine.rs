@@ -36,7 +36,7 @@ pub struct EngineBenchResult {
     pub records: u64,
     /// Samples emitted.
     pub samples: u64,
-    /// Time spent in the engine.
+    /// Time spent in the engine over the whole run (warm-up and steady state).
     pub engine_secs: f64,
     /// Of which in `push` (parsing, state updates).
     pub push_secs: f64,
@@ -45,10 +45,25 @@ pub struct EngineBenchResult {
     pub engine_cpu_secs: f64,
     /// Time spent generating input (not part of the rates).
     pub gen_secs: f64,
-    /// Input records per second of engine time.
+    /// Input records per second of engine time in the steady state: after the warm-up, while
+    /// windows close as fast as they open (see [`Self::warmup_records`]). The headline figure.
     pub records_per_s: f64,
-    /// Samples per second of engine time.
+    /// Samples per second of engine time in the steady state.
     pub samples_per_s: f64,
+    /// Records of the warm-up: those pushed before the watermark passed the first event time
+    /// plus the hard timeout and the closed-key retention, i.e. before the first keys had gone
+    /// through their whole life (opened, closed, forgotten). Only then are slots, index entries
+    /// and payload chunks recycled instead of new; the warm-up grows the state from nothing and
+    /// faults in its memory for the first time, which a long-running joiner does once.
+    pub warmup_records: u64,
+    /// Engine time of the warm-up.
+    pub warmup_secs: f64,
+    /// Input records per second of engine time during the warm-up. Depends on how fast the
+    /// machine hands out fresh memory (in a VM whose host reclaimed freed memory, first touches
+    /// are several times slower than on warm memory).
+    pub warmup_records_per_s: f64,
+    /// Input records per second of engine time over the whole run.
+    pub overall_records_per_s: f64,
     /// Heap bytes per pending key beyond the raw feature bytes, at peak pending keys
     /// (measured with the counting allocator; `None` without it).
     pub bytes_per_pending_key: Option<f64>,
@@ -78,7 +93,7 @@ impl EngineBenchResult {
     /// One JSON line.
     pub fn to_json_line(&self) -> String {
         format!(
-            "{{\"bench\":\"engine\",\"records\":{},\"samples\":{},\"engine_secs\":{:.3},\"push_secs\":{:.3},\"engine_cpu_secs\":{:.3},\"gen_secs\":{:.3},\"records_per_s\":{:.0},\"samples_per_s\":{:.0},\"bytes_per_pending_key\":{},\"peak_pending_keys\":{},\"structure_bytes_per_pending_key\":{:.1},\"closed_keys_at_peak\":{},\"late\":{},\"dead_letters\":{},\"samples_idle\":{},\"samples_hard_timeout\":{},\"samples_no_action\":{},\"expired_orphans\":{},\"actions_after_close\":{},\"samples_digest\":\"{:016x}\"}}",
+            "{{\"bench\":\"engine\",\"records\":{},\"samples\":{},\"engine_secs\":{:.3},\"push_secs\":{:.3},\"engine_cpu_secs\":{:.3},\"gen_secs\":{:.3},\"records_per_s\":{:.0},\"samples_per_s\":{:.0},\"warmup_records\":{},\"warmup_secs\":{:.3},\"warmup_records_per_s\":{:.0},\"overall_records_per_s\":{:.0},\"bytes_per_pending_key\":{},\"peak_pending_keys\":{},\"structure_bytes_per_pending_key\":{:.1},\"closed_keys_at_peak\":{},\"late\":{},\"dead_letters\":{},\"samples_idle\":{},\"samples_hard_timeout\":{},\"samples_no_action\":{},\"expired_orphans\":{},\"actions_after_close\":{},\"samples_digest\":\"{:016x}\"}}",
             self.records,
             self.samples,
             self.engine_secs,
@@ -87,6 +102,10 @@ impl EngineBenchResult {
             self.gen_secs,
             self.records_per_s,
             self.samples_per_s,
+            self.warmup_records,
+            self.warmup_secs,
+            self.warmup_records_per_s,
+            self.overall_records_per_s,
             self.bytes_per_pending_key
                 .map_or("null".to_owned(), |b| format!("{b:.1}")),
             self.peak_pending_keys,
@@ -112,6 +131,9 @@ pub fn run(args: &EngineBenchArgs, live_bytes: Option<fn() -> usize>) -> EngineB
     let baseline = live_bytes.map_or(0, |f| f());
     let cfg = JoinConfig::default();
     let bound = i64::try_from(cfg.max_out_of_orderness.as_millis()).unwrap_or(5000);
+    let life_ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+    // A key's whole life: open until the hard deadline at most, then remembered.
+    let key_life = life_ms(cfg.hard_timeout).saturating_add(life_ms(cfg.closed_key_retention()));
     let mut engine = match Engine::new(cfg) {
         Ok(e) => e,
         Err(e) => unreachable!("default config is valid: {e}"),
@@ -127,6 +149,11 @@ pub fn run(args: &EngineBenchArgs, live_bytes: Option<fn() -> usize>) -> EngineB
     let mut max_ts = i64::MIN;
     let mut best_ratio = None;
     let mut digest = 0xcbf2_9ce4_8422_2325u64;
+    // Watermark from which on the run is in the steady state (set by the first batch).
+    let mut steady_from = i64::MAX;
+    let mut watermark = i64::MIN;
+    let mut warmup_time = Duration::ZERO;
+    let mut steady_samples = 0u64;
     while res.records < args.records {
         let n = usize::try_from(args.records - res.records)
             .unwrap_or(usize::MAX)
@@ -135,6 +162,11 @@ pub fn run(args: &EngineBenchArgs, live_bytes: Option<fn() -> usize>) -> EngineB
         let mut buf = Vec::with_capacity(n * 512);
         recs.clear();
         max_ts = max_ts.max(wl.fill(n, &mut buf, &mut recs));
+        if steady_from == i64::MAX {
+            let first = recs.iter().map(|r| r.ts).min().unwrap_or(max_ts);
+            steady_from = first.saturating_add(key_life);
+        }
+        let warming = watermark < steady_from;
         let buf = Bytes::from(buf);
         let batch: Vec<InputRecord> = recs
             .iter()
@@ -152,7 +184,8 @@ pub fn run(args: &EngineBenchArgs, live_bytes: Option<fn() -> usize>) -> EngineB
             engine.push(rec, &mut out);
         }
         push_time += t0.elapsed();
-        engine.advance_watermark(max_ts - bound, &mut out);
+        watermark = max_ts - bound;
+        engine.advance_watermark(watermark, &mut out);
         let d0 = Instant::now();
         let c1 = thread_cpu_time();
         res.samples += out.samples.len() as u64;
@@ -163,8 +196,16 @@ pub fn run(args: &EngineBenchArgs, live_bytes: Option<fn() -> usize>) -> EngineB
         }
         let digest_time = d0.elapsed();
         let c2 = thread_cpu_time();
+        let batch_samples = out.samples.len() as u64;
         out.clear();
-        engine_time += t0.elapsed() - digest_time;
+        let batch_time = t0.elapsed() - digest_time;
+        engine_time += batch_time;
+        if warming {
+            warmup_time += batch_time;
+            res.warmup_records += n as u64;
+        } else {
+            steady_samples += batch_samples;
+        }
         cpu_time += (c1 - c0) + (thread_cpu_time() - c2);
 
         res.records += n as u64;
@@ -188,8 +229,12 @@ pub fn run(args: &EngineBenchArgs, live_bytes: Option<fn() -> usize>) -> EngineB
     res.gen_secs = gen_time.as_secs_f64();
     res.push_secs = push_time.as_secs_f64();
     res.engine_cpu_secs = cpu_time.as_secs_f64();
-    res.records_per_s = res.records as f64 / res.engine_secs.max(1e-9);
-    res.samples_per_s = res.samples as f64 / res.engine_secs.max(1e-9);
+    res.warmup_secs = warmup_time.as_secs_f64();
+    let steady_secs = (engine_time - warmup_time).as_secs_f64();
+    res.records_per_s = (res.records - res.warmup_records) as f64 / steady_secs.max(1e-9);
+    res.samples_per_s = steady_samples as f64 / steady_secs.max(1e-9);
+    res.warmup_records_per_s = res.warmup_records as f64 / res.warmup_secs.max(1e-9);
+    res.overall_records_per_s = res.records as f64 / res.engine_secs.max(1e-9);
     res.bytes_per_pending_key = best_ratio;
     res.late = c.late;
     res.dead_letters = c.dead_letters;
