@@ -482,11 +482,7 @@ impl Engine {
         let mut header = b"{\"".to_vec();
         record::escape_into(cfg.key_field.as_bytes(), &mut header);
         header.extend_from_slice(b"\":\"");
-        let names = FieldNames {
-            key: cfg.key_field.as_bytes().into(),
-            time: cfg.time_field.as_bytes().into(),
-            read_time: cfg.time_source == TimeSource::Json,
-        };
+        let names = FieldNames::new(&cfg);
         let mut negative_rate_json = Vec::new();
         labels::write_f64(cfg.negative_sample_rate, &mut negative_rate_json);
         Ok(Self {

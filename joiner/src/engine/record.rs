@@ -128,6 +128,112 @@ pub(crate) struct FieldNames {
     pub(crate) time: Box<[u8]>,
     /// Whether the time field is read at all (`time_source = "json"`).
     pub(crate) read_time: bool,
+    /// The wanted fields of a feature record in the order of DESIGN.md section 2, see
+    /// [`ExpectedField`].
+    feature_order: Box<[ExpectedField]>,
+    /// The same for action records.
+    action_order: Box<[ExpectedField]>,
+}
+
+/// A field the extractor expects next: `"<name>":` as it appears in a record written in the
+/// documented field order, and what [`classify`] makes of that name.
+///
+/// Producers write their fields in one fixed order, usually the documented one. When the bytes
+/// at the cursor are exactly the expected `"<name>":`, the extractor takes the field's kind from
+/// here instead of scanning the name as a string and classifying it: the same result (the
+/// pattern holds no escapes, whitespace or other bytes the scan would treat differently), in one
+/// comparison. Any other record — other order, extra fields, spaces, escapes — takes the general
+/// path, which also picks the expectation up again after a known field.
+#[derive(Debug, Clone)]
+struct ExpectedField {
+    pattern: Box<[u8]>,
+    /// The pattern's first 16 bytes (zero-padded) and a mask of them, for a compare of one
+    /// 16-byte load instead of a `memcmp` call.
+    head: u128,
+    head_mask: u128,
+    kind: FieldKind,
+}
+
+impl ExpectedField {
+    fn new(pattern: Vec<u8>, kind: FieldKind) -> Self {
+        let n = pattern.len().min(16);
+        let mut head = [0u8; 16];
+        head[..n].copy_from_slice(&pattern[..n]);
+        Self {
+            pattern: pattern.into(),
+            head: u128::from_le_bytes(head),
+            head_mask: u128::MAX >> (8 * (16 - n)),
+            kind,
+        }
+    }
+
+    /// Whether `b` continues with the pattern at `at`.
+    #[inline(always)]
+    fn is_at(&self, b: &[u8], at: usize) -> bool {
+        match b.get(at..at + 16) {
+            Some(w) => {
+                let mut word = [0u8; 16];
+                word.copy_from_slice(w);
+                (u128::from_le_bytes(word) ^ self.head) & self.head_mask == 0
+                    && (self.pattern.len() <= 16 || b[at..].starts_with(&self.pattern))
+            }
+            None => b.get(at..).is_some_and(|t| t.starts_with(&self.pattern)),
+        }
+    }
+}
+
+impl FieldNames {
+    /// The names of `key_field` and `time_field` of `cfg`.
+    pub(crate) fn new(cfg: &super::JoinConfig) -> Self {
+        let mut names = Self {
+            key: cfg.key_field.as_bytes().into(),
+            time: cfg.time_field.as_bytes().into(),
+            read_time: cfg.time_source == super::TimeSource::Json,
+            feature_order: Box::default(),
+            action_order: Box::default(),
+        };
+        let key = names.key.clone();
+        let time = names.time.clone();
+        let order = |names: &Self, want: Want, fields: &[&[u8]]| -> Box<[ExpectedField]> {
+            let mut out: Vec<ExpectedField> = Vec::new();
+            for &name in fields {
+                // Only names whose JSON form is the plain bytes between quotes.
+                if !needs_no_escape(name) || name.contains(&b'"') || name.contains(&b'\\') {
+                    continue;
+                }
+                let kind = classify_name(name, names, want);
+                let mut pattern = Vec::with_capacity(name.len() + 3);
+                pattern.push(b'"');
+                pattern.extend_from_slice(name);
+                pattern.extend_from_slice(b"\":");
+                if kind != FieldKind::Other && out.iter().all(|e| *e.pattern != *pattern) {
+                    out.push(ExpectedField::new(pattern, kind));
+                }
+            }
+            out.into()
+        };
+        names.feature_order = order(
+            &names,
+            Want::Feature,
+            &[
+                &key,
+                b"request_id",
+                b"user_id",
+                b"item_id",
+                &time,
+                b"features",
+            ],
+        );
+        names.action_order = order(&names, Want::Action, &[&key, b"type", &time, b"value"]);
+        names
+    }
+
+    fn order(&self, want: Want) -> &[ExpectedField] {
+        match want {
+            Want::Feature => &self.feature_order,
+            Want::Action => &self.action_order,
+        }
+    }
 }
 
 const ONES: u64 = 0x0101_0101_0101_0101;
@@ -808,11 +914,7 @@ impl RecordParser {
     /// A parser reading the fields named in `cfg`.
     pub fn new(cfg: &super::JoinConfig) -> Self {
         Self {
-            names: FieldNames {
-                key: cfg.key_field.as_bytes().into(),
-                time: cfg.time_field.as_bytes().into(),
-                read_time: cfg.time_source == super::TimeSource::Json,
-            },
+            names: FieldNames::new(cfg),
         }
     }
 
@@ -855,15 +957,18 @@ enum FieldKind {
 /// Classifies a top-level field name (decoding it first if it has escapes), comparing lengths
 /// before bytes: most names match nothing.
 fn classify(b: &[u8], s: &JStr, names: &FieldNames, want: Want) -> FieldKind {
-    let tmp;
-    let name: &[u8] = if s.escaped {
-        let mut v = Vec::new();
-        unescape_into(&b[s.span.clone()], &mut v);
-        tmp = v;
-        &tmp
+    if s.escaped {
+        let mut name = Vec::new();
+        unescape_into(&b[s.span.clone()], &mut name);
+        classify_name(&name, names, want)
     } else {
-        &b[s.span.clone()]
-    };
+        classify_name(&b[s.span.clone()], names, want)
+    }
+}
+
+/// [`classify`] of a decoded name.
+#[inline]
+fn classify_name(name: &[u8], names: &FieldNames, want: Want) -> FieldKind {
     if name.len() == names.key.len() && name == &*names.key {
         return FieldKind::Key;
     }
@@ -903,19 +1008,34 @@ pub(crate) fn extract(b: &[u8], names: &FieldNames, want: Want) -> R<Fields> {
         s.i += 1;
     }
     let mut seen_time = false;
+    let order = names.order(want);
+    let mut expected = 0;
     while more {
-        if s.peek() != Some(b'"') {
-            return s.err();
-        }
-        let name = s.string()?;
-        s.ws();
-        if s.peek() != Some(b':') {
-            return s.err();
-        }
-        s.i += 1;
+        let kind = match order.get(expected) {
+            Some(e) if e.is_at(b, s.i) => {
+                s.i += e.pattern.len();
+                expected += 1;
+                e.kind
+            }
+            _ => {
+                if s.peek() != Some(b'"') {
+                    return s.err();
+                }
+                let name = s.string()?;
+                s.ws();
+                if s.peek() != Some(b':') {
+                    return s.err();
+                }
+                s.i += 1;
+                let kind = classify(b, &name, names, want);
+                if let Some(at) = order.iter().position(|e| e.kind == kind) {
+                    expected = at + 1;
+                }
+                kind
+            }
+        };
         s.ws();
         let vstart = s.i;
-        let kind = classify(b, &name, names, want);
         if kind == FieldKind::Key {
             if f.key.is_some() {
                 return Err(DeadReason::DuplicateField);
@@ -1154,11 +1274,7 @@ mod tests {
     use super::*;
 
     fn names() -> FieldNames {
-        FieldNames {
-            key: b"impression_id".as_slice().into(),
-            time: b"ts".as_slice().into(),
-            read_time: true,
-        }
+        FieldNames::new(&crate::engine::JoinConfig::default())
     }
 
     /// `number_run` against serde_json on number lists and near misses: whatever it accepts is
@@ -1317,6 +1433,99 @@ mod tests {
         assert_eq!(f.ts, Some(12));
         assert_eq!(&b[f.ids[1].clone().unwrap()], b"7");
         assert_eq!(&b[f.features.unwrap()], br#"{"x":[1,{"y":"}"}]}"#);
+    }
+
+    /// The expected-order shortcut of [`extract`] gives exactly what the general path gives:
+    /// every order of the fields (the documented one and all others), a repeated field, spaces,
+    /// an escaped name and a cut-off record, under configs whose key or time field is one of
+    /// the fixed names or whose time is not read from the JSON.
+    #[test]
+    fn expected_order_agrees_with_the_general_path() {
+        use crate::engine::{JoinConfig, TimeSource};
+        let feature: [&str; 7] = [
+            r#""impression_id":"k1""#,
+            r#""request_id":"r""#,
+            r#""user_id":7"#,
+            r#""item_id":null"#,
+            r#""ts":12"#,
+            r#""features":{"ts":1,"impression_id":"x"}"#,
+            r#""other":[1]"#,
+        ];
+        let action: [&str; 5] = [
+            r#""impression_id":"k1""#,
+            r#""type":"click""#,
+            r#""ts":12"#,
+            r#""value":1.5"#,
+            r#""user_id":"u""#,
+        ];
+        let mut configs = vec![JoinConfig::default()];
+        for (key, time) in [
+            ("request_id", "ts"),
+            ("impression_id", "user_id"),
+            ("ts", "type"),
+        ] {
+            let mut c = JoinConfig::default();
+            c.key_field = key.into();
+            c.time_field = time.into();
+            configs.push(c);
+        }
+        let mut by_record = JoinConfig::default();
+        by_record.time_source = TimeSource::Record;
+        configs.push(by_record);
+        let mut checked = 0;
+        for cfg in &configs {
+            let fast = FieldNames::new(cfg);
+            let mut general = fast.clone();
+            general.feature_order = Box::default();
+            general.action_order = Box::default();
+            assert!(!fast.feature_order.is_empty() && !fast.action_order.is_empty());
+            for (want, fields) in [(Want::Feature, &feature[..]), (Want::Action, &action[..])] {
+                let mut records = Vec::new();
+                for perm in permutations(fields.len()) {
+                    let body: Vec<&str> = perm.iter().map(|&i| fields[i]).collect();
+                    records.push(format!("{{{}}}", body.join(",")));
+                    // The same field twice, right after itself.
+                    let mut twice = body.clone();
+                    twice.insert(
+                        perm[0].min(twice.len() - 1),
+                        body[perm[0].min(body.len() - 1)],
+                    );
+                    records.push(format!("{{{}}}", twice.join(",")));
+                }
+                let canonical = format!("{{{}}}", fields.join(","));
+                records.push(canonical.replace("\":", "\" :"));
+                records.push(canonical.replace(",\"", ", \""));
+                records.push(canonical.replace("\"ts\":", "\"t\\u0073\":"));
+                for cut in 0..canonical.len() {
+                    records.push(canonical[..cut].to_owned());
+                }
+                for r in &records {
+                    let a = format!("{:?}", extract(r.as_bytes(), &fast, want));
+                    let b = format!("{:?}", extract(r.as_bytes(), &general, want));
+                    assert_eq!(a, b, "{r}");
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 10_000, "{checked}");
+    }
+
+    /// All orders of `0..n` (Heap's algorithm).
+    fn permutations(n: usize) -> Vec<Vec<usize>> {
+        fn go(k: usize, a: &mut Vec<usize>, out: &mut Vec<Vec<usize>>) {
+            if k <= 1 {
+                out.push(a.clone());
+                return;
+            }
+            for i in 0..k {
+                go(k - 1, a, out);
+                let j = if k % 2 == 0 { i } else { 0 };
+                a.swap(j, k - 1);
+            }
+        }
+        let mut out = Vec::new();
+        go(n, &mut (0..n).collect(), &mut out);
+        out
     }
 
     #[test]
