@@ -1464,14 +1464,16 @@ mod tests {
             ("impression_id", "user_id"),
             ("ts", "type"),
         ] {
-            let mut c = JoinConfig::default();
-            c.key_field = key.into();
-            c.time_field = time.into();
-            configs.push(c);
+            configs.push(JoinConfig {
+                key_field: key.into(),
+                time_field: time.into(),
+                ..JoinConfig::default()
+            });
         }
-        let mut by_record = JoinConfig::default();
-        by_record.time_source = TimeSource::Record;
-        configs.push(by_record);
+        configs.push(JoinConfig {
+            time_source: TimeSource::Record,
+            ..JoinConfig::default()
+        });
         let mut checked = 0;
         for cfg in &configs {
             let fast = FieldNames::new(cfg);
@@ -1519,7 +1521,7 @@ mod tests {
             }
             for i in 0..k {
                 go(k - 1, a, out);
-                let j = if k % 2 == 0 { i } else { 0 };
+                let j = if k.is_multiple_of(2) { i } else { 0 };
                 a.swap(j, k - 1);
             }
         }
