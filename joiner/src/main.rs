@@ -58,14 +58,19 @@ enum BenchCommand {
     /// The join engine alone on one thread, on a realistic synthetic mix (JSON extraction and
     /// sample encoding included; input generation excluded).
     ///
+    /// `records_per_s` is the steady state: records pushed after the warm-up, the first hard
+    /// timeout plus closed-key retention of event time, in which the state grows from nothing
+    /// and its memory is touched for the first time. The warm-up is reported on its own
+    /// (`warmup_*`), and the whole run as `overall_records_per_s`.
+    ///
     /// Example: `recjoin bench engine --records 8000000 --rate 1000`
     Engine {
         /// Input records to push.
         #[arg(long, default_value_t = 8_000_000)]
         records: u64,
         /// Impressions per second of event time (pending keys ≈ rate × 30 min). With the
-        /// defaults about three quarters of the run is steady state (windows closing as fast as
-        /// they open), not just the fill-up phase.
+        /// defaults the warm-up is the first ~2.1M records and the rest (~3/4 of the run) is
+        /// steady state: windows close as fast as they open.
         #[arg(long, default_value_t = 1000)]
         rate: u32,
         /// Target feature record size in bytes.

@@ -273,3 +273,49 @@ fn fnv1a(mut h: u64, b: &[u8]) -> u64 {
     h = (h ^ u64::from_le_bytes(last)).wrapping_mul(0x0100_0000_01b3);
     (h ^ b.len() as u64).wrapping_mul(0x0100_0000_01b3)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The warm-up ends with the first batch pushed after the watermark passed the first event
+    /// time plus a key's whole life, the rates add up, and the run is deterministic.
+    #[test]
+    fn warmup_and_steady_state_split_the_run() {
+        let rate = 20u32;
+        let args = EngineBenchArgs {
+            records: 150_000,
+            batch: 2048,
+            workload: WorkloadConfig {
+                impressions_per_s: rate,
+                ..WorkloadConfig::default()
+            },
+        };
+        let a = run(&args, None);
+        let cfg = JoinConfig::default();
+        let life_s = (cfg.hard_timeout + cfg.closed_key_retention()).as_secs_f64();
+        // Impressions (one feature each) of a key's life, plus its actions and the arrival bound.
+        let at_least = (life_s * f64::from(rate)) as u64;
+        let at_most = ((life_s + 10.0) * f64::from(rate) * 1.15) as u64 + 2 * 2048;
+        assert!(
+            (at_least..=at_most).contains(&a.warmup_records),
+            "warm-up of {} records, expected {at_least}..={at_most}",
+            a.warmup_records
+        );
+        assert_eq!(a.warmup_records % 2048, 0, "whole batches");
+        let steady_secs = a.engine_secs - a.warmup_secs;
+        assert!(steady_secs > 0.0 && a.warmup_secs > 0.0, "{a:?}");
+        let steady = (a.records - a.warmup_records) as f64;
+        assert!(
+            (a.records_per_s * steady_secs / steady - 1.0).abs() < 0.01,
+            "{a:?}"
+        );
+        assert!((a.overall_records_per_s * a.engine_secs / a.records as f64 - 1.0).abs() < 0.01);
+        assert!(a.samples_per_s > 0.0 && a.samples > 0 && a.late == 0 && a.dead_letters == 0);
+        let b = run(&args, None);
+        assert_eq!(
+            (a.samples, a.samples_digest, a.warmup_records),
+            (b.samples, b.samples_digest, b.warmup_records)
+        );
+    }
+}
