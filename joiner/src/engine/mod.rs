@@ -467,6 +467,7 @@ pub struct Engine {
 }
 
 /// Result of extracting what the engine needs from a record.
+#[derive(Default)]
 struct Parsed {
     fields: record::Fields,
     ts: i64,
@@ -788,14 +789,16 @@ impl Engine {
         });
     }
 
-    /// Parses, checks time; the key ends up in `self.key_buf` if it had to be unescaped.
-    fn parse(&mut self, rec: &InputRecord) -> Result<Parsed, DeadReason> {
+    /// Parses into `p` (a default `Parsed`), checks time; the key ends up in `self.key_buf` if
+    /// it had to be unescaped.
+    fn parse(&mut self, rec: &InputRecord, p: &mut Parsed) -> Result<(), DeadReason> {
         let want = match rec.source.kind {
             TopicKind::Feature => Want::Feature,
             TopicKind::Action => Want::Action,
         };
         let b = &rec.value[..];
-        let fields = record::extract(b, &self.names, want)?;
+        record::extract_into(b, &self.names, want, &mut p.fields)?;
+        let fields = &p.fields;
         let key = fields.key.as_ref().ok_or(DeadReason::MissingKey)?;
         let ts = match self.cfg.time_source {
             TimeSource::Json => fields.ts.ok_or(DeadReason::MissingTime)?,
@@ -830,11 +833,9 @@ impl Engine {
             };
             type_id = id.ok_or(DeadReason::TooManyActionTypes)?;
         }
-        Ok(Parsed {
-            fields,
-            ts,
-            type_id,
-        })
+        p.ts = ts;
+        p.type_id = type_id;
+        Ok(())
     }
 
     /// Feeds one record. Invalid records become dead letters, records below the watermark late
@@ -856,8 +857,9 @@ impl Engine {
         if src.kind == TopicKind::Feature {
             self.store.prefetch_next(rec.value.len() + 64);
         }
-        let p = match self.parse(&rec) {
-            Ok(p) => p,
+        let mut p = Parsed::default();
+        match self.parse(&rec, &mut p) {
+            Ok(()) => {}
             Err(reason) => {
                 self.trackers[tracker as usize].consumed(src.offset);
                 return self.dead(rec, reason, out);
