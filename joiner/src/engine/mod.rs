@@ -58,7 +58,7 @@ use arena::Arena;
 use config::WindowsMs;
 use index::Index;
 use labels::{LabelInput, Labels, Types};
-use offsets::{Guard, Guards, OffsetTracker, Ticket};
+use offsets::{ANY_PARTITION, Expiry, Guard, Guards, OffsetTracker, Ticket};
 use record::{FieldNames, Want};
 use store::{Span, Store};
 use timers::TimerWheel;
@@ -397,6 +397,9 @@ struct Slot {
     deadline: i64,
     partition: u32,
     state: State,
+    /// Records of the key came from more than one partition number (see
+    /// [`Counters::partition_mismatch`]).
+    mixed: bool,
     extra: Option<Box<Extra>>,
 }
 
@@ -415,6 +418,7 @@ impl Slot {
             deadline: i64::MAX,
             partition: 0,
             state: State::Free,
+            mixed: false,
             extra: None,
         }
     }
@@ -445,6 +449,9 @@ pub struct Engine {
     trackers: Vec<OffsetTracker>,
     /// Rebuild guards of forgotten keys (see [`Engine::low_water`]).
     guards: Guards,
+    /// Latest window end emitted per output partition number (`i64::MIN`: none), for the
+    /// expiry of guards.
+    emitted_until: Vec<i64>,
     tracker_ids: HashMap<(TopicKind, u32), u32>,
     /// Largest valid event time pushed per tracker (same index), `i64::MIN` when none.
     max_ts: Vec<i64>,
@@ -509,6 +516,7 @@ impl Engine {
             arena: Arena::new(arena::CHUNK),
             out_arena: Arena::new(arena::CHUNK),
             key_buf: Vec::new(),
+            emitted_until: Vec::new(),
             type_buf: Vec::new(),
             enc: Vec::new(),
             joined: Vec::new(),
@@ -567,9 +575,18 @@ impl Engine {
     /// the click and emit a `no_action` sample with a later `window_end`), and the features low
     /// water stays ≤ 900 while the actions low water is ≤ 40 (otherwise the click would come
     /// back as an orphan and could join a later window of the same key). Guards are dropped
-    /// once inactive; keys with only a feature need none. With the service's suppression of
-    /// samples at or before the last one written per output partition, this gives every sample
-    /// exactly once.
+    /// once inactive, or once expired: when a sample ending after the latest window end a
+    /// partial re-read of the key could produce (its forgetting deadline plus two hard
+    /// timeouts) has been emitted to the key's output partition, since such a re-read's sample
+    /// is then suppressed anyway. Keys with only a feature need none. With the service's
+    /// suppression of samples at or before the last one written per output partition, and its
+    /// committing only after the output emitted before the offsets were taken is written, this
+    /// gives every sample exactly once.
+    ///
+    /// Without expiry, guards of interleaved keys kept each other active back to the first:
+    /// the low waters never advanced past it and the guards grew without bound. With it, the
+    /// low waters trail the input by at most the hard timeout and closed-key retention (held
+    /// records) plus about two hard timeouts (guards).
     ///
     /// Cost: one pass over the active guards per call (a few per cent of the keys, those with
     /// actions), repeated while it lowers a low water.
@@ -750,7 +767,13 @@ impl Engine {
     /// Registers the rebuild guard of a closed key being forgotten (see [`Engine::low_water`]):
     /// `feature` and `held` are its still-held feature and joined actions, `triggers` its other
     /// released records.
-    fn add_guard(&mut self, feature: Ticket, held: &[Ticket], mut triggers: Vec<(u32, u64)>) {
+    fn add_guard(
+        &mut self,
+        feature: Ticket,
+        held: &[Ticket],
+        mut triggers: Vec<(u32, u64)>,
+        expiry: Expiry,
+    ) {
         let mut needed: Vec<(u32, u64)> = Vec::with_capacity(held.len() + 1);
         for &t in std::iter::once(&feature).chain(held) {
             if t != NO_TICKET {
@@ -769,7 +792,7 @@ impl Engine {
         triggers.dedup_by_key(|t| t.0);
         needed.sort_unstable();
         needed.dedup_by_key(|t| t.0);
-        self.guards.add(Guard::new(&triggers, &needed));
+        self.guards.add(Guard::new(&triggers, &needed, expiry));
     }
 
     fn set_deadline(&mut self, idx: u32, d: i64) {
@@ -972,7 +995,9 @@ impl Engine {
     }
 
     fn note_partition(&mut self, idx: u32, partition: u32) {
-        if self.slot(idx).partition != partition {
+        let s = self.slot_mut(idx);
+        if s.partition != partition {
+            s.mixed = true;
             self.counters.partition_mismatch += 1;
         }
     }
@@ -1183,7 +1208,7 @@ impl Engine {
         }
         due.clear();
         self.due = due;
-        self.guards.maybe_prune(&self.trackers);
+        self.guards.maybe_prune(&self.trackers, &self.emitted_until);
         sort_samples(&mut out.samples[first..]);
     }
 
@@ -1259,7 +1284,13 @@ impl Engine {
                 CloseReason::HardTimeout => self.counters.samples_hard_timeout += 1,
                 CloseReason::NoAction => self.counters.samples_no_action += 1,
             }
-            out.samples.push(self.encode(&s, accepted, d, dec.reason));
+            let sample = self.encode(&s, accepted, d, dec.reason);
+            let p = sample.partition as usize;
+            if self.emitted_until.len() <= p {
+                self.emitted_until.resize(p + 1, i64::MIN);
+            }
+            self.emitted_until[p] = self.emitted_until[p].max(d);
+            out.samples.push(sample);
         } else {
             self.counters.negatives_sampled_out += 1;
         }
@@ -1401,7 +1432,16 @@ impl Engine {
             .map(|x| (std::mem::take(&mut x.held), std::mem::take(&mut x.triggers)))
             .unwrap_or_default();
         if !held.is_empty() || !triggers.is_empty() {
-            self.add_guard(ticket, &held, triggers);
+            // Every record of the key is at or before its forgetting deadline (the slot's
+            // deadline now), a feature at most the negative timeout (at most a hard timeout)
+            // after an action it joins, and a window ends at most a hard timeout after its
+            // feature: no partial re-read makes a sample that ends later than this.
+            let s = self.slot(idx);
+            let expiry = Expiry {
+                partition: if s.mixed { ANY_PARTITION } else { s.partition },
+                after: s.deadline.saturating_add(self.w.hard.saturating_mul(2)),
+            };
+            self.add_guard(ticket, &held, triggers, expiry);
         }
         self.release(ticket);
         for t in held {
@@ -1512,5 +1552,58 @@ mod tests {
     fn state_sizes() {
         assert_eq!(std::mem::size_of::<Feat>(), 40);
         assert_eq!(std::mem::size_of::<Slot>(), 64);
+    }
+
+    /// Guards expire: over a long run of the benchmark's workload (keys' records interleave
+    /// as in production: actions minutes after their feature, other features in between), the
+    /// low waters keep up with the input and the guards stay bounded. Before guards expired, the
+    /// low waters stayed at the first guard's offsets and the guards grew with every key that
+    /// had an action (about 19,000 here).
+    #[test]
+    fn low_waters_advance_and_guards_stay_bounded_on_a_long_run() {
+        use crate::bench::workload::{Workload, WorkloadConfig};
+        let mut e = Engine::new(JoinConfig::default()).unwrap();
+        // 20 impressions per second of event time: 100 batches are about 5.3 h.
+        let mut wl = Workload::new(WorkloadConfig {
+            impressions_per_s: 20,
+            ..WorkloadConfig::default()
+        });
+        let partitions = WorkloadConfig::default().partitions;
+        let mut out = Output::default();
+        let (mut buf, mut recs) = (Vec::new(), Vec::new());
+        let mut next = vec![0u64; partitions as usize];
+        let mut max_ts = i64::MIN;
+        let mut max_guards = 0;
+        for _ in 0..100 {
+            recs.clear();
+            max_ts = max_ts.max(wl.fill(4096, &mut buf, &mut recs));
+            let bytes = Bytes::from(std::mem::take(&mut buf));
+            for r in &recs {
+                if r.source.kind == TopicKind::Feature {
+                    next[r.source.partition as usize] = r.source.offset + 1;
+                }
+                let value = bytes.slice(r.range.clone());
+                let rec = InputRecord {
+                    source: r.source,
+                    timestamp: Some(r.ts),
+                    value,
+                };
+                e.push(rec, &mut out);
+            }
+            e.advance_watermark(max_ts - 5000, &mut out);
+            out.clear();
+            max_guards = max_guards.max(e.guards.len());
+        }
+        assert!(max_guards > 0 && max_guards < 8000, "{max_guards} guards");
+        // Pending features are about 30 min of input (4,500 per partition); guards may hold
+        // the low water back by up to two hard timeouts more.
+        for (p, &n) in next.iter().enumerate() {
+            let p = u32::try_from(p).unwrap();
+            let low = e.low_water(TopicKind::Feature, p).unwrap();
+            assert!(
+                n > 40_000 && low + 20_000 > n,
+                "partition {p}: low water {low}, next {n}"
+            );
+        }
     }
 }

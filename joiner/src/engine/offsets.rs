@@ -118,8 +118,61 @@ impl OffsetTracker {
 /// what a rebuild emits (its feature, joined actions, duplicate features, actions after close).
 /// Protects: per tracker, the smallest offset of the records the key's sample was made of.
 /// The usual key (feature and actions in one partition number) has two of each: stored inline.
+///
+/// A guard also expires (see [`Expiry`]): it is needed only while a rebuild that re-reads part
+/// of its key could emit a sample after the last one already written to the key's output
+/// partition. Without expiry, guards of keys whose records interleave (a key's actions minutes
+/// after its feature, other keys' features in between) keep each other active back to the
+/// first one: the low waters stopped at the first guard's offsets and the guards grew without
+/// bound (measured: both, in `recjoin bench engine`).
 #[derive(Debug)]
-pub(crate) enum Guard {
+pub(crate) struct Guard {
+    records: GuardRecords,
+    expiry: Expiry,
+}
+
+/// When a guard is no longer needed: once a sample with a window end after `after` has been
+/// emitted to output partition `partition` ([`ANY_PARTITION`]: to every output partition that
+/// has received samples, for a key whose records came from different partition numbers).
+///
+/// Why that suffices: every sample a rebuild can make from part of the key's records ends at or
+/// before `after` (the caller's bound), and the service commits offsets only after everything
+/// emitted before is written, then on restart suppresses every sample at or before the last one
+/// written to the partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Expiry {
+    /// Output partition number of the key's samples.
+    pub(crate) partition: u32,
+    /// Latest window end of a sample a partial re-read of the key can produce.
+    pub(crate) after: i64,
+}
+
+/// [`Expiry::partition`] of a key seen in more than one partition number.
+pub(crate) const ANY_PARTITION: u32 = u32::MAX;
+
+impl Expiry {
+    /// Whether samples past `after` have been emitted where it matters; `emitted_until[p]` is
+    /// the latest window end emitted to output partition `p` (`i64::MIN`: none).
+    fn passed(&self, emitted_until: &[i64]) -> bool {
+        if self.partition == ANY_PARTITION {
+            let mut any = false;
+            for &e in emitted_until.iter().filter(|&&e| e != i64::MIN) {
+                if e <= self.after {
+                    return false;
+                }
+                any = true;
+            }
+            return any;
+        }
+        emitted_until
+            .get(self.partition as usize)
+            .is_some_and(|&e| e != i64::MIN && e > self.after)
+    }
+}
+
+/// The records a guard watches and the offsets it protects.
+#[derive(Debug)]
+enum GuardRecords {
     /// Up to two triggers and two protections (`n` of each used).
     Small {
         triggers: [(u32, u64); 2],
@@ -134,20 +187,37 @@ pub(crate) enum Guard {
 }
 
 impl Guard {
-    pub(crate) fn new(triggers: &[(u32, u64)], protects: &[(u32, u64)]) -> Self {
+    pub(crate) fn new(triggers: &[(u32, u64)], protects: &[(u32, u64)], expiry: Expiry) -> Self {
+        Self {
+            records: GuardRecords::new(triggers, protects),
+            expiry,
+        }
+    }
+
+    fn triggers(&self) -> &[(u32, u64)] {
+        self.records.triggers()
+    }
+
+    fn protects(&self) -> &[(u32, u64)] {
+        self.records.protects()
+    }
+}
+
+impl GuardRecords {
+    fn new(triggers: &[(u32, u64)], protects: &[(u32, u64)]) -> Self {
         if triggers.len() <= 2 && protects.len() <= 2 {
             let mut t = [(0, 0); 2];
             let mut p = [(0, 0); 2];
             t[..triggers.len()].copy_from_slice(triggers);
             p[..protects.len()].copy_from_slice(protects);
-            Guard::Small {
+            GuardRecords::Small {
                 triggers: t,
                 protects: p,
                 // At most 2 each, checked above.
                 n: [triggers.len() as u8, protects.len() as u8],
             }
         } else {
-            Guard::Large {
+            GuardRecords::Large {
                 triggers: triggers.into(),
                 protects: protects.into(),
             }
@@ -156,15 +226,15 @@ impl Guard {
 
     fn triggers(&self) -> &[(u32, u64)] {
         match self {
-            Guard::Small { triggers, n, .. } => &triggers[..usize::from(n[0])],
-            Guard::Large { triggers, .. } => triggers,
+            GuardRecords::Small { triggers, n, .. } => &triggers[..usize::from(n[0])],
+            GuardRecords::Large { triggers, .. } => triggers,
         }
     }
 
     fn protects(&self) -> &[(u32, u64)] {
         match self {
-            Guard::Small { protects, n, .. } => &protects[..usize::from(n[1])],
-            Guard::Large { protects, .. } => protects,
+            GuardRecords::Small { protects, n, .. } => &protects[..usize::from(n[1])],
+            GuardRecords::Large { protects, .. } => protects,
         }
     }
 }
@@ -182,17 +252,18 @@ impl Guard {
 /// active when some trigger offset is at or above the effective low water of its tracker, and
 /// an active guard caps the low waters of its protected trackers. An inactive guard can never
 /// become active again (trackers' own low waters only grow and every later guard protects
-/// offsets at or above them), so it is pruned.
+/// offsets at or above them), so it is pruned; so is an expired one (see [`Guard`]).
 #[derive(Debug, Default)]
 pub(crate) struct Guards {
-    list: Vec<Guard>,
+    /// In the order added, which is the order of their keys' forgetting deadlines.
+    list: VecDeque<Guard>,
     /// Length after the last prune (prunes run when the list has doubled).
     pruned_len: usize,
 }
 
 impl Guards {
     pub(crate) fn add(&mut self, g: Guard) {
-        self.list.push(g);
+        self.list.push_back(g);
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -242,16 +313,27 @@ impl Guards {
         own
     }
 
-    /// Drops inactive guards once the list has grown by a quarter since the last prune
-    /// (amortised O(1) per guard).
-    pub(crate) fn maybe_prune(&mut self, trackers: &[OffsetTracker]) {
+    /// Drops expired guards from the front (guards are added in the order of their expiry
+    /// bounds, so for one partition the expired ones are a prefix), and inactive or expired
+    /// ones anywhere once the list has grown by a quarter since the last prune (amortised O(1)
+    /// per guard). `emitted_until` is as for [`Expiry`].
+    pub(crate) fn maybe_prune(&mut self, trackers: &[OffsetTracker], emitted_until: &[i64]) {
+        while self
+            .list
+            .front()
+            .is_some_and(|g| g.expiry.passed(emitted_until))
+        {
+            self.list.pop_front();
+            self.pruned_len = self.pruned_len.saturating_sub(1);
+        }
         if self.list.len() < self.pruned_len + 64.max(self.pruned_len / 4) {
             return;
         }
-        self.prune(trackers);
+        self.prune(trackers, emitted_until);
     }
 
-    pub(crate) fn prune(&mut self, trackers: &[OffsetTracker]) {
+    pub(crate) fn prune(&mut self, trackers: &[OffsetTracker], emitted_until: &[i64]) {
+        self.list.retain(|g| !g.expiry.passed(emitted_until));
         let mut own: Vec<Option<u64>> = trackers.iter().map(OffsetTracker::low_water).collect();
         let active = self.fixpoint(&mut own);
         let mut it = active.into_iter();
@@ -275,9 +357,9 @@ impl Guards {
             + self
                 .list
                 .iter()
-                .map(|g| match g {
-                    Guard::Small { .. } => 0,
-                    Guard::Large { .. } => (g.triggers().len() + g.protects().len()) * 16,
+                .map(|g| match g.records {
+                    GuardRecords::Small { .. } => 0,
+                    GuardRecords::Large { .. } => (g.triggers().len() + g.protects().len()) * 16,
                 })
                 .sum::<usize>()
     }
