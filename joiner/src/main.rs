@@ -175,6 +175,12 @@ fn main() -> anyhow::Result<()> {
             args.workload.feature_bytes = feature_bytes;
             args.workload.seed = seed;
             let res = run(&args, Some(live_bytes));
+            if res.records_per_s.is_none() {
+                eprintln!(
+                    "the run ended within the warm-up ({} records): no steady-state rates; push more records",
+                    res.warmup_records
+                );
+            }
             println!("{}", res.to_json_line());
         }
     }

@@ -46,10 +46,11 @@ pub struct EngineBenchResult {
     /// Time spent generating input (not part of the rates).
     pub gen_secs: f64,
     /// Input records per second of engine time in the steady state: after the warm-up, while
-    /// windows close as fast as they open (see [`Self::warmup_records`]). The headline figure.
-    pub records_per_s: f64,
-    /// Samples per second of engine time in the steady state.
-    pub samples_per_s: f64,
+    /// windows close as fast as they open (see [`Self::warmup_records`]). The headline figure;
+    /// `None` when the run ended within the warm-up.
+    pub records_per_s: Option<f64>,
+    /// Samples per second of engine time in the steady state (`None` as above).
+    pub samples_per_s: Option<f64>,
     /// Records of the warm-up: those pushed before the watermark passed the first event time
     /// plus the hard timeout and the closed-key retention, i.e. before the first keys had gone
     /// through their whole life (opened, closed, forgotten). Only then are slots, index entries
@@ -93,15 +94,15 @@ impl EngineBenchResult {
     /// One JSON line.
     pub fn to_json_line(&self) -> String {
         format!(
-            "{{\"bench\":\"engine\",\"records\":{},\"samples\":{},\"engine_secs\":{:.3},\"push_secs\":{:.3},\"engine_cpu_secs\":{:.3},\"gen_secs\":{:.3},\"records_per_s\":{:.0},\"samples_per_s\":{:.0},\"warmup_records\":{},\"warmup_secs\":{:.3},\"warmup_records_per_s\":{:.0},\"overall_records_per_s\":{:.0},\"bytes_per_pending_key\":{},\"peak_pending_keys\":{},\"structure_bytes_per_pending_key\":{:.1},\"closed_keys_at_peak\":{},\"late\":{},\"dead_letters\":{},\"samples_idle\":{},\"samples_hard_timeout\":{},\"samples_no_action\":{},\"expired_orphans\":{},\"actions_after_close\":{},\"samples_digest\":\"{:016x}\"}}",
+            "{{\"bench\":\"engine\",\"records\":{},\"samples\":{},\"engine_secs\":{:.3},\"push_secs\":{:.3},\"engine_cpu_secs\":{:.3},\"gen_secs\":{:.3},\"records_per_s\":{},\"samples_per_s\":{},\"warmup_records\":{},\"warmup_secs\":{:.3},\"warmup_records_per_s\":{:.0},\"overall_records_per_s\":{:.0},\"bytes_per_pending_key\":{},\"peak_pending_keys\":{},\"structure_bytes_per_pending_key\":{:.1},\"closed_keys_at_peak\":{},\"late\":{},\"dead_letters\":{},\"samples_idle\":{},\"samples_hard_timeout\":{},\"samples_no_action\":{},\"expired_orphans\":{},\"actions_after_close\":{},\"samples_digest\":\"{:016x}\"}}",
             self.records,
             self.samples,
             self.engine_secs,
             self.push_secs,
             self.engine_cpu_secs,
             self.gen_secs,
-            self.records_per_s,
-            self.samples_per_s,
+            json_rate(self.records_per_s),
+            json_rate(self.samples_per_s),
             self.warmup_records,
             self.warmup_secs,
             self.warmup_records_per_s,
@@ -231,8 +232,10 @@ pub fn run(args: &EngineBenchArgs, live_bytes: Option<fn() -> usize>) -> EngineB
     res.engine_cpu_secs = cpu_time.as_secs_f64();
     res.warmup_secs = warmup_time.as_secs_f64();
     let steady_secs = (engine_time - warmup_time).as_secs_f64();
-    res.records_per_s = (res.records - res.warmup_records) as f64 / steady_secs.max(1e-9);
-    res.samples_per_s = steady_samples as f64 / steady_secs.max(1e-9);
+    if res.records > res.warmup_records {
+        res.records_per_s = Some((res.records - res.warmup_records) as f64 / steady_secs.max(1e-9));
+        res.samples_per_s = Some(steady_samples as f64 / steady_secs.max(1e-9));
+    }
     res.warmup_records_per_s = res.warmup_records as f64 / res.warmup_secs.max(1e-9);
     res.overall_records_per_s = res.records as f64 / res.engine_secs.max(1e-9);
     res.bytes_per_pending_key = best_ratio;
@@ -243,6 +246,11 @@ pub fn run(args: &EngineBenchArgs, live_bytes: Option<fn() -> usize>) -> EngineB
     res.actions_after_close = c.actions_after_close;
     res.samples_digest = digest;
     res
+}
+
+/// A rate as JSON: a whole number, or `null` when there is none.
+fn json_rate(r: Option<f64>) -> String {
+    r.map_or("null".to_owned(), |r| format!("{r:.0}"))
 }
 
 /// CPU time consumed by the calling thread so far.
@@ -307,11 +315,23 @@ mod tests {
         assert!(steady_secs > 0.0 && a.warmup_secs > 0.0, "{a:?}");
         let steady = (a.records - a.warmup_records) as f64;
         assert!(
-            (a.records_per_s * steady_secs / steady - 1.0).abs() < 0.01,
+            (a.records_per_s.unwrap() * steady_secs / steady - 1.0).abs() < 0.01,
             "{a:?}"
         );
         assert!((a.overall_records_per_s * a.engine_secs / a.records as f64 - 1.0).abs() < 0.01);
-        assert!(a.samples_per_s > 0.0 && a.samples > 0 && a.late == 0 && a.dead_letters == 0);
+        assert!(a.samples_per_s.unwrap() > 0.0 && a.samples > 0);
+        assert!(a.late == 0 && a.dead_letters == 0);
+        // A run that ends within the warm-up has no steady-state rates.
+        let short = run(
+            &EngineBenchArgs {
+                records: 20_000,
+                ..args.clone()
+            },
+            None,
+        );
+        assert_eq!(short.warmup_records, 20_000);
+        assert!(short.records_per_s.is_none() && short.samples_per_s.is_none());
+        assert!(short.to_json_line().contains("\"records_per_s\":null,"));
         let b = run(&args, None);
         assert_eq!(
             (a.samples, a.samples_digest, a.warmup_records),
