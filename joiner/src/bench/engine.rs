@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::json_number;
 use super::workload::{GenRecord, Workload, WorkloadConfig};
 use crate::engine::{Engine, InputRecord, JoinConfig, Output};
 
@@ -101,14 +102,13 @@ impl EngineBenchResult {
             self.push_secs,
             self.engine_cpu_secs,
             self.gen_secs,
-            json_rate(self.records_per_s),
-            json_rate(self.samples_per_s),
+            json_number(self.records_per_s, 0),
+            json_number(self.samples_per_s, 0),
             self.warmup_records,
             self.warmup_secs,
             self.warmup_records_per_s,
             self.overall_records_per_s,
-            self.bytes_per_pending_key
-                .map_or("null".to_owned(), |b| format!("{b:.1}")),
+            json_number(self.bytes_per_pending_key, 1),
             self.peak_pending_keys,
             self.structure_bytes_per_pending_key,
             self.closed_keys_at_peak,
@@ -246,11 +246,6 @@ pub fn run(args: &EngineBenchArgs, live_bytes: Option<fn() -> usize>) -> EngineB
     res.actions_after_close = c.actions_after_close;
     res.samples_digest = digest;
     res
-}
-
-/// A rate as JSON: a whole number, or `null` when there is none.
-fn json_rate(r: Option<f64>) -> String {
-    r.map_or("null".to_owned(), |r| format!("{r:.0}"))
 }
 
 /// CPU time consumed by the calling thread so far.

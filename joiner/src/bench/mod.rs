@@ -4,3 +4,9 @@
 pub mod alloc;
 pub mod engine;
 pub mod workload;
+
+/// A measured number for a bench's JSON line: `decimals` places, or `null` when it was not
+/// measured.
+pub(crate) fn json_number(v: Option<f64>, decimals: usize) -> String {
+    v.map_or_else(|| "null".to_owned(), |v| format!("{v:.decimals$}"))
+}

@@ -55,6 +55,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
+use crate::bench::json_number;
 use crate::cli::bench_broker::{cpu_time, machine_cpu_time};
 use crate::cli::generate::{GenArgs, GenStats};
 use crate::cli::join::spawn_member;
@@ -142,13 +143,13 @@ impl Step {
             self.records_per_s,
             self.cpu_cores,
             self.cpu_us_per_record,
-            cores_json(self.machine_cores),
-            cores_json(self.steal_cores),
+            json_number(self.machine_cores, 2),
+            json_number(self.steal_cores, 2),
             self.sustained,
             self.delays.len(),
-            json_number(percentile(&self.delays, 0.5)),
-            json_number(percentile(&self.delays, 0.99)),
-            json_number(percentile(&self.delays, 1.0)),
+            json_ms(percentile(&self.delays, 0.5)),
+            json_ms(percentile(&self.delays, 0.99)),
+            json_ms(percentile(&self.delays, 1.0)),
         )
     }
 }
@@ -218,7 +219,7 @@ pub async fn run(args: BenchE2eArgs) -> anyhow::Result<String> {
     });
     Ok(format!(
         "{{\"bench\":\"e2e\",\"records_per_s\":{records_per_s:.0},\"emit_delay_p99_ms\":{},\"steps\":[{}]}}",
-        json_number(p99),
+        json_ms(p99),
         steps.iter().map(Step::json).collect::<Vec<_>>().join(",")
     ))
 }
@@ -399,16 +400,7 @@ fn percentile(values: &[f64], q: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }
 
-/// Cores for JSON, two decimals (`null` when not measured).
-fn cores_json(cores: Option<f64>) -> String {
-    cores.map_or_else(|| "null".to_owned(), |c| format!("{c:.2}"))
-}
-
-/// A number for JSON (`null` when undefined).
-fn json_number(x: f64) -> String {
-    if x.is_finite() {
-        format!("{x:.0}")
-    } else {
-        "null".to_owned()
-    }
+/// Milliseconds for JSON, whole (`null` when undefined, e.g. a percentile of no delays).
+fn json_ms(x: f64) -> String {
+    json_number(x.is_finite().then_some(x), 0)
 }

@@ -23,6 +23,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
+use crate::bench::json_number;
+
 /// Every how many records the produce latency is sampled.
 const LATENCY_SAMPLE_EVERY: usize = 16;
 
@@ -157,9 +159,6 @@ pub fn run(args: &BenchBrokerArgs) -> anyhow::Result<String> {
 
     let records = args.records as f64;
     let mb = (args.records * args.size) as f64 / 1e6;
-    let field = |v: Option<f64>, decimals: usize| {
-        v.map_or_else(|| "null".to_string(), |v| format!("{v:.decimals$}"))
-    };
     let p = produced.as_ref();
     let c = consumed.as_ref();
     Ok(format!(
@@ -173,15 +172,15 @@ pub fn run(args: &BenchBrokerArgs) -> anyhow::Result<String> {
             ConsumeMode::Batch => "batch",
             ConsumeMode::Poll => "poll",
         },
-        field(p.map(|p| records / p.secs), 0),
-        field(c.map(|c| records / c.secs), 0),
-        field(p.map(|p| mb / p.secs), 1),
-        field(c.map(|c| mb / c.secs), 1),
-        field(p.map(|p| p.p50_ms), 2),
-        field(p.map(|p| p.p99_ms), 2),
-        field(p.map(|p| p.cpu_secs), 2),
-        field(c.map(|c| c.cpu_secs), 2),
-        field(c.map(|c| c.bytes as f64), 0),
+        json_number(p.map(|p| records / p.secs), 0),
+        json_number(c.map(|c| records / c.secs), 0),
+        json_number(p.map(|p| mb / p.secs), 1),
+        json_number(c.map(|c| mb / c.secs), 1),
+        json_number(p.map(|p| p.p50_ms), 2),
+        json_number(p.map(|p| p.p99_ms), 2),
+        json_number(p.map(|p| p.cpu_secs), 2),
+        json_number(c.map(|c| c.cpu_secs), 2),
+        json_number(c.map(|c| c.bytes as f64), 0),
     ))
 }
 
