@@ -192,8 +192,6 @@ impl FieldNames {
             feature_order: Box::default(),
             action_order: Box::default(),
         };
-        let key = names.key.clone();
-        let time = names.time.clone();
         let order = |names: &Self, want: Want, fields: &[&[u8]]| -> Box<[ExpectedField]> {
             let mut out: Vec<ExpectedField> = Vec::new();
             for &name in fields {
@@ -216,15 +214,19 @@ impl FieldNames {
             &names,
             Want::Feature,
             &[
-                &key,
+                &names.key,
                 b"request_id",
                 b"user_id",
                 b"item_id",
-                &time,
+                &names.time,
                 b"features",
             ],
         );
-        names.action_order = order(&names, Want::Action, &[&key, b"type", &time, b"value"]);
+        names.action_order = order(
+            &names,
+            Want::Action,
+            &[&names.key, b"type", &names.time, b"value"],
+        );
         names
     }
 
